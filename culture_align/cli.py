@@ -1,0 +1,129 @@
+"""The ``culture-align`` command line: ``eval`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _items(value: str) -> list[str]:
+    """``Q1,Q2`` or a path to a JSON list / text file with one id per line."""
+    path = Path(value)
+    if path.is_file():
+        text = path.read_text()
+        return json.loads(text) if text.lstrip().startswith("[") else [ln.strip() for ln in text.splitlines()
+                                                                        if ln.strip()]
+    return _csv(value)
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("human data (one of)")
+    g.add_argument("--wvs", help="a WVS source: folder (questions + distributions), CSV, JSON or Parquet")
+    g.add_argument("--distributions", help="per-country distributions JSON ({ISO3: {qid: {code: p}}})")
+    g.add_argument("--wvs-csv", help="the official WVS Wave 7 respondent-level CSV (enables personas)")
+    g.add_argument("--questions", help="questions JSON (default: the bundled catalog, or the one beside the data)")
+
+
+def _load_data(args: argparse.Namespace):
+    from .wvs import load_distributions, load_questions, load_wvs, load_wvs_csv
+
+    questions = load_questions(args.questions) if args.questions else None
+    if args.wvs_csv:
+        return load_wvs_csv(args.wvs_csv, questions)
+    if args.distributions:
+        if questions is None:
+            beside = Path(args.distributions).with_name("wvs_questions.json")
+            questions = load_questions(beside) if beside.is_file() else None
+        if questions is None:
+            from .wvs import bundled_questions
+
+            questions = bundled_questions()
+        return load_distributions(args.distributions, questions)
+    if args.wvs:
+        return load_wvs(args.wvs, questions)
+    return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="culture-align", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ev = sub.add_parser("eval", help="score a model against human WVS answer distributions")
+    ev.add_argument("--model", default="smollm2-135m-instruct", help="HF id, local path or embedded alias")
+    ev.add_argument("--adapter", help="a PEFT adapter folder or Hub id to load on the model")
+    _add_data_args(ev)
+    ev.add_argument("--cultures", type=_csv, help="ISO3 codes, comma-separated (default: all in the data)")
+    ev.add_argument("--setting", type=_csv, default=["culture-unaware", "culture-aware"],
+                    help="comma-separated: culture-unaware, culture-aware, persona, or template files")
+    ev.add_argument("--mode", choices=["logprob", "sampling"], default="logprob")
+    ev.add_argument("--items", type=_items, help="item ids to score (Q1,Q2 or a file)")
+    ev.add_argument("--exclude-items", type=_items, default=[], help="held-out guard: ids never scored")
+    ev.add_argument("--num-personas", type=int, default=50)
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--samples", type=int, default=10, help="sampling mode: answers per prompt")
+    ev.add_argument("--temperature", type=float, default=1.0)
+    ev.add_argument("--top-p", type=float, default=1.0)
+    ev.add_argument("--max-new-tokens", type=int, default=8)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--plot-item", help="item whose distributions are plotted")
+    ev.add_argument("--out", default="eval-output", help="output folder")
+
+    demo = sub.add_parser("demo", help="the embedded model on the bundled catalog, unaware vs. aware")
+    demo.add_argument("--model", default="smollm2-135m-instruct")
+    _add_data_args(demo)
+    demo.add_argument("--cultures", type=_csv, default=["USA", "CHN", "DEU"])
+    demo.add_argument("--batch-size", type=int, default=16)
+    demo.add_argument("--out", default="demo-output")
+    return parser
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from .evaluation import EvaluationConfig, SamplingParams, WVSEvaluator
+    from .models import load_model_and_tokenizer
+
+    wvs = _load_data(args)
+    if wvs is None:
+        raise SystemExit("eval needs human data: --wvs, --distributions or --wvs-csv")
+    model, tokenizer = load_model_and_tokenizer(args.model, adapter=args.adapter)
+    config = EvaluationConfig(
+        settings=args.setting, mode=args.mode, items=args.items, exclude_items=args.exclude_items,
+        batch_size=args.batch_size, num_personas=args.num_personas, seed=args.seed,
+        sampling=SamplingParams(num_samples=args.samples, temperature=args.temperature, top_p=args.top_p,
+                                max_new_tokens=args.max_new_tokens, seed=args.seed),
+    )
+    name = args.model + (f" + {args.adapter}" if args.adapter else "")
+    report = WVSEvaluator(model, tokenizer, wvs, cultures=args.cultures, config=config,
+                          model_name=name).evaluate(args.out, plot_item=args.plot_item)
+    print(report.to_markdown())
+    print(f"Written to {args.out} ({report.seconds:.1f} s)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "eval":
+            return _run_eval(args)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            run_demo(args.out, model_name=args.model, cultures=tuple(args.cultures), wvs=_load_data(args),
+                     batch_size=args.batch_size)
+            return 0
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        print(f"culture-align {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

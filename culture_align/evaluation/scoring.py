@@ -1,0 +1,329 @@
+"""Answer distributions from a causal LM: exact option log-probabilities, or sampled answers.
+
+Both share the same prefix machinery. The prompts of one call usually share a long token prefix (the
+system prompt and the instructions before the item): it is run through the model once, and its key/value
+cache is reused by every batch. Rows are right-padded after the shared prefix, so padding never sits
+between the prefix and a row's tokens and position ids stay those of an unpadded prompt.
+
+Scoring (:meth:`OptionScorer.score`): the log-probability of each option's code tokens after the
+generation prompt. When one option's tokens are a prefix of another's (``"1"`` and ``"10"`` with per-digit
+tokenizers), every option of that item is scored together with the end-of-turn token that the chat
+template puts after an answer, so the options stay a prefix-free set of complete answers. The deeper
+tokens of such options are scored in a second small step over the first step's cache.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import DynamicCache
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
+
+__all__ = ["OptionScorer", "SamplingParams", "parse_answer_code", "Conversation"]
+
+Conversation = list[dict[str, str]]
+"""A chat: ``[{"role": "system"|"user"|"assistant", "content": str}, ...]``."""
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling settings for :meth:`OptionScorer.sample`.
+
+    Attributes:
+        num_samples: Answers drawn per prompt (default 10).
+        temperature: Softmax temperature (default 1.0).
+        top_p: Nucleus mass kept (default 1.0: no truncation).
+        max_new_tokens: Tokens generated at most per answer (default 8).
+        seed: Seed of the torch generator used for every draw (default 0).
+    """
+
+    num_samples: int = 10
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 8
+    seed: int = 0
+
+
+_ANSWER = re.compile(r"^\s*\(?(-?\d+)(?:$|[\s.):,;\-])")
+
+
+def parse_answer_code(text: str, codes: Sequence[int]) -> int | None:
+    """Strictly parse a sampled answer: it must start with one of ``codes`` as a whole number.
+
+    ``"3"``, ``" 3."``, ``"3) Agree"`` parse to 3; ``"I think 3"``, ``"33"`` (when 33 is not a code) and
+    refusals parse to None.
+    """
+    m = _ANSWER.match(text)
+    if not m:
+        return None
+    code = int(m.group(1))
+    return code if code in codes else None
+
+
+def _kv(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _cache_from(kv: list[tuple[torch.Tensor, torch.Tensor]], index: torch.Tensor) -> DynamicCache:
+    """A fresh cache holding the rows ``index`` of ``kv`` (the originals are never modified)."""
+    return DynamicCache(ddp_cache_data=[(k.index_select(0, index), v.index_select(0, index)) for k, v in kv])
+
+
+def _common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common token prefix, leaving at least one own token in every sequence."""
+    first = seqs[0]
+    limit = min(len(s) for s in seqs) - 1
+    n = 0
+    while n < limit and all(s[n] == first[n] for s in seqs):
+        n += 1
+    return n
+
+
+class OptionScorer:
+    """Batched answer scoring and sampling for one model.
+
+    Args:
+        model: A causal LM (a PEFT model works: whatever adapter is active is used).
+        tokenizer: Its tokenizer; it needs a chat template.
+        batch_size: Prompts per forward pass (default 16).
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 16) -> None:
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError(
+                "the tokenizer has no chat template: set tokenizer.chat_template (e.g. copy the instruct "
+                "model's) before evaluating a base model"
+            )
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = int(batch_size)
+        self._continuations: dict[str, list[int]] = {}
+        self._end_ids: list[int] | None = None
+
+    # ----------------------------------------------------------------------------------------- encoding
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def render(self, conversation: Conversation) -> str:
+        """The prompt text: the chat template applied with the generation prompt."""
+        return self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+
+    def encode(self, conversation: Conversation) -> list[int]:
+        return self.tokenizer(self.render(conversation), add_special_tokens=False)["input_ids"]
+
+    def _answer_tokens(self, conversation: Conversation, answer: str) -> list[int]:
+        """Token ids of ``answer`` as the model would write it right after the generation prompt."""
+        if answer not in self._continuations:
+            context = self.render(conversation)
+            ctx_ids = self.tokenizer(context, add_special_tokens=False)["input_ids"]
+            full = self.tokenizer(context + answer, add_special_tokens=False)["input_ids"]
+            if full[: len(ctx_ids)] == ctx_ids and len(full) > len(ctx_ids):
+                ids = full[len(ctx_ids):]
+            else:
+                ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+            self._continuations[answer] = ids
+        return self._continuations[answer]
+
+    def end_of_answer_ids(self, conversation: Conversation) -> list[int]:
+        """The first token the chat template writes after an assistant answer (end of turn), or EOS."""
+        if self._end_ids is None:
+            prompt = self.render(conversation)
+            full = self.tokenizer.apply_chat_template(
+                conversation + [{"role": "assistant", "content": "7"}], tokenize=False
+            )
+            tail = full[len(prompt) + 1:] if full.startswith(prompt + "7") else ""
+            ids = self.tokenizer(tail, add_special_tokens=False)["input_ids"] if tail.strip() else []
+            if not ids:
+                eos = self.tokenizer.eos_token_id
+                ids = [eos[0] if isinstance(eos, list) else eos]
+            self._end_ids = ids[:1]
+        return self._end_ids
+
+    def _choice_sequences(self, conversation: Conversation, choices: Sequence[str]) -> list[tuple[int, ...]]:
+        seqs = [tuple(self._answer_tokens(conversation, c)) for c in choices]
+        if len(set(seqs)) != len(seqs):
+            raise ValueError(f"options {list(choices)} tokenize to identical token sequences")
+        prefix_free = not any(a != b and b[: len(a)] == a for a in seqs for b in seqs)
+        if not prefix_free:
+            end = tuple(self.end_of_answer_ids(conversation))
+            seqs = [s + end for s in seqs]
+        return seqs
+
+    # ------------------------------------------------------------------------------------- forward steps
+    def _prefix_cache(self, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        if not prefix:
+            return None
+        ids = torch.tensor([prefix], device=self.device)
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        return _kv(out.past_key_values)
+
+    def _first_step(self, prefix_kv, prefix_len: int, rows: list[list[int]], keep_cache: bool):
+        """Run the rows (right-padded) after the shared prefix.
+
+        Returns (log-probs at each row's last token: [B, V] float32, lengths [B], attention mask [B, P+S],
+        cache or None).
+        """
+        bsz = len(rows)
+        lengths = torch.tensor([len(r) for r in rows], device=self.device)
+        width = int(lengths.max())
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((bsz, width), pad, dtype=torch.long, device=self.device)
+        mask = torch.zeros((bsz, prefix_len + width), dtype=torch.long, device=self.device)
+        mask[:, :prefix_len] = 1
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r, device=self.device)
+            mask[i, prefix_len: prefix_len + len(r)] = 1
+        cache = None
+        if prefix_kv is not None:
+            cache = _cache_from(prefix_kv, torch.zeros(bsz, dtype=torch.long, device=self.device))
+        # Only the last real position of each row needs logits: keep the smallest window covering them.
+        keep = width - int(lengths.min()) + 1
+        out = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=keep_cache,
+                         logits_to_keep=keep)
+        last = lengths - 1 - (width - keep)
+        logits = out.logits[torch.arange(bsz, device=self.device), last].float()
+        return torch.log_softmax(logits, dim=-1), lengths, mask, (out.past_key_values if keep_cache else None)
+
+    def _deeper_steps(self, kv, mask: torch.Tensor, lengths: torch.Tensor, prefix_len: int,
+                      paths: list[tuple[int, tuple[int, ...]]]) -> list[torch.Tensor]:
+        """Log-probs after each token of ``paths`` ((row, tokens) pairs), continuing the rows' cache.
+
+        Returns, per path, a [len(tokens), V] tensor: row j is the distribution after tokens[: j + 1].
+        """
+        index = torch.tensor([row for row, _ in paths], device=self.device)
+        width = max(len(p) for _, p in paths)
+        ids = torch.zeros((len(paths), width), dtype=torch.long, device=self.device)
+        new_mask = torch.zeros((len(paths), width), dtype=torch.long, device=self.device)
+        for i, (_, p) in enumerate(paths):
+            ids[i, : len(p)] = torch.tensor(p, device=self.device)
+            new_mask[i, : len(p)] = 1
+        attn = torch.cat([mask.index_select(0, index), new_mask], dim=1)
+        start = prefix_len + lengths.index_select(0, index)
+        positions = start[:, None] + torch.arange(width, device=self.device)[None, :]
+        out = self.model(input_ids=ids, attention_mask=attn, position_ids=positions,
+                         past_key_values=_cache_from(kv, index), use_cache=True)
+        logp = torch.log_softmax(out.logits.float(), dim=-1)
+        return [logp[i, : len(p)] for i, (_, p) in enumerate(paths)]
+
+    def _batches(self, encoded: list[list[int]], prefix_len: int) -> list[list[int]]:
+        order = sorted(range(len(encoded)), key=lambda i: -(len(encoded[i]) - prefix_len))
+        return [order[s: s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+
+    # ------------------------------------------------------------------------------------------- public
+    @torch.inference_mode()
+    def score(self, conversations: Sequence[Conversation], choices: Sequence[Sequence[str]],
+              progress: Progress | None = None) -> list[np.ndarray]:
+        """Log-probability of each choice as the complete answer to each conversation.
+
+        Args:
+            conversations: N chats, each ending with the user turn to answer.
+            choices: N lists of answer strings (e.g. option codes ``["1", "2", "3"]``).
+            progress: Called with the number of prompts finished after each batch.
+
+        Returns:
+            N float64 arrays; array i holds, for each choice of prompt i, the summed log-probability (nats)
+            of its tokens. Softmax over an array gives the answer distribution over the legal choices.
+        """
+        if len(conversations) != len(choices):
+            raise ValueError(f"{len(conversations)} conversations but {len(choices)} choice lists")
+        if not conversations:
+            return []
+        encoded = [self.encode(c) for c in conversations]
+        sequences = [self._choice_sequences(c, ch) for c, ch in zip(conversations, choices)]
+        prefix_len = _common_prefix_length(encoded)
+        prefix_kv = self._prefix_cache(encoded[0][:prefix_len])
+        results: list[np.ndarray | None] = [None] * len(encoded)
+        for batch in self._batches(encoded, prefix_len):
+            rows = [encoded[i][prefix_len:] for i in batch]
+            needs_deeper = any(len(s) > 1 for i in batch for s in sequences[i])
+            root, lengths, mask, cache = self._first_step(prefix_kv, prefix_len, rows, keep_cache=needs_deeper)
+            # Every proper, non-empty prefix of a choice sequence is a node whose next-token law is needed.
+            nodes: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
+            if needs_deeper:
+                paths = sorted({(b, s[:-1]) for b, i in enumerate(batch) for s in sequences[i] if len(s) > 1})
+                # A path's own prefixes are covered by its per-token outputs: keep only maximal paths.
+                maximal = [(b, p) for b, p in paths
+                           if not any(b == b2 and len(p2) > len(p) and p2[: len(p)] == p for b2, p2 in paths)]
+                for (b, p), logp in zip(maximal, self._deeper_steps(_kv(cache), mask, lengths, prefix_len,
+                                                                     maximal)):
+                    for j in range(len(p)):
+                        nodes[(b, p[: j + 1])] = logp[j]
+            for b, i in enumerate(batch):
+                scores = []
+                for seq in sequences[i]:
+                    total = root[b, seq[0]].item()
+                    for j in range(1, len(seq)):
+                        total += nodes[(b, seq[:j])][seq[j]].item()
+                    scores.append(total)
+                results[i] = np.asarray(scores, dtype=np.float64)
+            if progress is not None:
+                progress(len(batch))
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def sample(self, conversations: Sequence[Conversation], params: SamplingParams,
+               progress: Progress | None = None) -> list[list[str]]:
+        """Draw ``params.num_samples`` answers per conversation (prefill shared across the samples).
+
+        Returns:
+            N lists of ``num_samples`` decoded answer strings (special tokens removed).
+        """
+        if not conversations:
+            return []
+        encoded = [self.encode(c) for c in conversations]
+        prefix_len = _common_prefix_length(encoded)
+        prefix_kv = self._prefix_cache(encoded[0][:prefix_len])
+        warpers = LogitsProcessorList()
+        if params.temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(params.temperature))
+        if params.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(params.top_p))
+        stop = set(self.end_of_answer_ids(conversations[0]))
+        eos = self.tokenizer.eos_token_id
+        stop.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        n = params.num_samples
+        out_texts: list[list[str] | None] = [None] * len(encoded)
+        for batch in self._batches(encoded, prefix_len):
+            rows = [encoded[i][prefix_len:] for i in batch]
+            logp, lengths, mask, cache = self._first_step(prefix_kv, prefix_len, rows, keep_cache=True)
+            index = torch.arange(len(batch), device=self.device).repeat_interleave(n)
+            kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in _kv(cache)]
+            cache = DynamicCache(ddp_cache_data=kv)
+            mask = mask.index_select(0, index)
+            position = prefix_len + lengths.index_select(0, index)
+            scores = logp.index_select(0, index)
+            generated = torch.zeros((len(index), 0), dtype=torch.long, device=self.device)
+            done = torch.zeros(len(index), dtype=torch.bool, device=self.device)
+            for _ in range(params.max_new_tokens):
+                warped = warpers(generated, scores)
+                token = torch.multinomial(torch.softmax(warped, dim=-1), 1, generator=generator).squeeze(1)
+                token = torch.where(done, torch.full_like(token, next(iter(stop))), token)
+                generated = torch.cat([generated, token[:, None]], dim=1)
+                done |= torch.isin(token, torch.tensor(sorted(stop), device=self.device))
+                if bool(done.all()):
+                    break
+                mask = torch.cat([mask, torch.ones_like(token)[:, None]], dim=1)
+                out = self.model(input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None],
+                                 past_key_values=cache, use_cache=True)
+                cache = out.past_key_values
+                position = position + 1
+                scores = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+            texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+            for b, i in enumerate(batch):
+                out_texts[i] = texts[b * n: (b + 1) * n]
+            if progress is not None:
+                progress(len(batch))
+        return out_texts  # type: ignore[return-value]

@@ -1,0 +1,115 @@
+"""The option scorer must equal a plain full forward pass per (prompt, option), whatever the batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from culture_align.evaluation.scoring import OptionScorer, SamplingParams, parse_answer_code
+
+SYSTEM = {"role": "system", "content": "You are a real person taking part in the World Values Survey."}
+
+
+def _conversations():
+    users = [
+        "How important is family in your life?\n1. Very important\n2. Rather important\n3. Not very important",
+        "On a scale from 1 to 10: is it justifiable?\nAnswer with a number from 1 to 10.",
+        "Are you a member?\n0. no\n1. yes\n2. active",
+        "Can most people be trusted?\n1. yes\n2. no",
+        "Interest in politics, from 0 to 10?",
+    ]
+    choices = [["1", "2", "3"], [str(i) for i in range(1, 11)], ["0", "1", "2"], ["1", "2"],
+               [str(i) for i in range(0, 11)]]
+    return [[SYSTEM, {"role": "user", "content": u}] for u in users], choices
+
+
+def _naive_scores(model, scorer, conversation, choices):
+    """Sum of token log-probs of each choice sequence, one unbatched, uncached forward pass per choice."""
+    ids = scorer.encode(conversation)
+    out = []
+    for seq in scorer._choice_sequences(conversation, choices):
+        x = torch.tensor([ids + list(seq)])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(x).logits[0].float(), dim=-1)
+        out.append(sum(logp[len(ids) - 1 + j, seq[j]].item() for j in range(len(seq))))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 16])
+def test_scores_equal_naive_forward(tiny_model_and_tokenizer, batch_size):
+    model, tok = tiny_model_and_tokenizer
+    scorer = OptionScorer(model, tok, batch_size=batch_size)
+    convs, choices = _conversations()
+    got = scorer.score(convs, choices)
+    for conv, ch, g in zip(convs, choices, got):
+        np.testing.assert_allclose(g, _naive_scores(model, scorer, conv, ch), atol=2e-4)
+
+
+def test_prefix_ambiguous_options_are_scored_with_end_of_turn(tiny_model_and_tokenizer):
+    model, tok = tiny_model_and_tokenizer
+    scorer = OptionScorer(model, tok)
+    conv, _ = _conversations()
+    end = scorer.end_of_answer_ids(conv[0])
+    assert tok.convert_ids_to_tokens(end) == ["<|im_end|>"]
+    seqs = scorer._choice_sequences(conv[1], [str(i) for i in range(1, 11)])
+    assert all(s[-1] == end[0] for s in seqs) and len(seqs[-1]) == 3  # "1", "0", <|im_end|>
+    # Single-digit-only items need no end token.
+    assert all(len(s) == 1 for s in scorer._choice_sequences(conv[0], ["1", "2", "3"]))
+
+
+def test_scores_form_a_distribution_and_differ_between_prompts(tiny_model_and_tokenizer):
+    model, tok = tiny_model_and_tokenizer
+    scorer = OptionScorer(model, tok, batch_size=4)
+    convs, choices = _conversations()
+    scores = scorer.score(convs, choices)
+    probs = [np.exp(s - s.max()) / np.exp(s - s.max()).sum() for s in scores]
+    assert all(abs(p.sum() - 1) < 1e-9 for p in probs)
+    assert not np.allclose(probs[2], probs[3][:2].tolist() + [0.0])
+
+
+def test_score_validates_lengths(tiny_model_and_tokenizer):
+    model, tok = tiny_model_and_tokenizer
+    with pytest.raises(ValueError, match="2 conversations but 1"):
+        OptionScorer(model, tok).score(_conversations()[0][:2], [["1", "2"]])
+
+
+def test_tokenizer_without_chat_template_is_refused(tiny_model_and_tokenizer):
+    model, tok = tiny_model_and_tokenizer
+    tok.chat_template = None
+    with pytest.raises(ValueError, match="chat template"):
+        OptionScorer(model, tok)
+
+
+def test_sampling_is_seeded_and_shaped(tiny_model_and_tokenizer):
+    model, tok = tiny_model_and_tokenizer
+    scorer = OptionScorer(model, tok, batch_size=2)
+    convs, _ = _conversations()
+    params = SamplingParams(num_samples=3, max_new_tokens=4, seed=7)
+    a = scorer.sample(convs, params)
+    b = scorer.sample(convs, params)
+    assert a == b
+    assert [len(x) for x in a] == [3] * len(convs)
+    c = scorer.sample(convs, SamplingParams(num_samples=3, max_new_tokens=4, seed=8))
+    assert a != c
+
+
+def test_sampling_first_token_follows_the_scored_distribution(tiny_model_and_tokenizer):
+    """Greedy-like sampling (tiny temperature) picks the top-scored option's first token."""
+    model, tok = tiny_model_and_tokenizer
+    scorer = OptionScorer(model, tok)
+    convs, _ = _conversations()
+    conv = convs[3]
+    ids = scorer.encode(conv)
+    with torch.no_grad():
+        top = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+    texts = scorer.sample([conv], SamplingParams(num_samples=2, temperature=1e-4, max_new_tokens=1))[0]
+    assert all(t == tok.decode([top], skip_special_tokens=True) for t in texts)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("3", 3), (" 3.", 3), ("3) Agree", 3), ("(2)", 2), ("10", 10), ("0", 0),
+    ("I think 3", None), ("33", None), ("", None), ("Sorry, I cannot answer", None), ("3.5", 3),
+])
+def test_parse_answer_code(text, expected):
+    assert parse_answer_code(text, [0, 1, 2, 3, 10]) == expected
