@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="score a model against human WVS answer distributions")
     ev.add_argument("--model", default="smollm2-135m-instruct", help="HF id, local path or embedded alias")
     ev.add_argument("--adapter", help="a PEFT adapter folder or Hub id to load on the model")
+    ev.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                    help="weights dtype (default: bfloat16 on GPU, float32 on CPU)")
     _add_data_args(ev)
     ev.add_argument("--cultures", type=_csv, help="ISO3 codes, comma-separated (default: all in the data)")
     ev.add_argument("--setting", type=_csv, default=["culture-unaware", "culture-aware"],
@@ -93,7 +95,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     wvs = _load_data(args)
     if wvs is None:
         raise SystemExit("eval needs human data: --wvs, --distributions or --wvs-csv")
-    model, tokenizer = load_model_and_tokenizer(args.model, adapter=args.adapter)
+    model, tokenizer = load_model_and_tokenizer(args.model, adapter=args.adapter, dtype=args.dtype)
     config = EvaluationConfig(
         settings=args.setting, mode=args.mode, items=args.items, exclude_items=args.exclude_items,
         batch_size=args.batch_size, num_personas=args.num_personas, seed=args.seed,

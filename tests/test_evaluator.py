@@ -47,7 +47,7 @@ def test_numbers_come_from_the_evaluate_metric(tiny_model_and_tokenizer, tiny_wv
     assert mean["kl_divergence"] == pytest.approx(np.mean(per))
 
 
-def test_model_distribution_is_the_softmax_of_option_logprobs(tiny_model_and_tokenizer, tiny_wvs):
+def test_model_distribution_is_the_constrained_answer_distribution(tiny_model_and_tokenizer, tiny_wvs):
     model, tok = tiny_model_and_tokenizer
     report = _evaluator(model, tok, tiny_wvs, settings=["culture-aware"], cultures=["DEU"]).evaluate()
     row = report.items.filter(lambda q: q == "Q182", input_columns="qid")[0]
@@ -56,15 +56,16 @@ def test_model_distribution_is_the_softmax_of_option_logprobs(tiny_model_and_tok
 
     conv = build_conversation(get_setting("culture-aware"), tiny_wvs.questions["Q182"], get_culture("DEU"))
     ids = OptionScorer(model, tok).encode(conv)
+    digit = {d: tok.convert_tokens_to_ids(d) for d in "0123456789"}
     end = tok.convert_tokens_to_ids("<|im_end|>")
-    logps = []
-    for code in range(1, 11):
-        seq = [tok.convert_tokens_to_ids(d) for d in str(code)] + [end]
-        with torch.no_grad():
-            lp = torch.log_softmax(model(torch.tensor([ids + seq])).logits[0].float(), -1)
-        logps.append(sum(lp[len(ids) - 1 + j, t].item() for j, t in enumerate(seq)))
-    expected = np.exp(np.array(logps) - max(logps))
-    np.testing.assert_allclose(row["model_probs"], expected / expected.sum(), atol=1e-4)
+    with torch.no_grad():
+        root = model(torch.tensor([ids])).logits[0, -1].float()
+        after_one = model(torch.tensor([ids + [digit["1"]]])).logits[0, -1].float()
+    # A decoder constrained to 1..10: first digit among 1-9; after "1", either end of turn or "0".
+    first = torch.log_softmax(root[[digit[str(d)] for d in range(1, 10)]], dim=0)
+    second = torch.log_softmax(after_one[[end, digit["0"]]], dim=0)
+    expected = [first[0] + second[0]] + [first[d - 1] for d in range(2, 10)] + [first[0] + second[1]]
+    np.testing.assert_allclose(row["model_probs"], np.exp(np.array([float(e) for e in expected])), atol=1e-5)
 
 
 def test_unaware_prompts_are_scored_once_for_all_cultures(tiny_model_and_tokenizer, tiny_wvs, monkeypatch):

@@ -25,14 +25,25 @@ def _conversations():
 
 
 def _naive_scores(model, scorer, conversation, choices):
-    """Sum of token log-probs of each choice sequence, one unbatched, uncached forward pass per choice."""
+    """Constrained log-probs computed the slow way: one unbatched, uncached forward pass per choice.
+
+    At each prefix where the legal choices continue with different tokens, the model's next-token
+    log-probs are renormalised over those tokens; prefixes with one legal continuation contribute 0.
+    """
     ids = scorer.encode(conversation)
+    seqs = scorer._choice_sequences(conversation, choices)
     out = []
-    for seq in scorer._choice_sequences(conversation, choices):
+    for seq in seqs:
         x = torch.tensor([ids + list(seq)])
         with torch.no_grad():
             logp = torch.log_softmax(model(x).logits[0].float(), dim=-1)
-        out.append(sum(logp[len(ids) - 1 + j, seq[j]].item() for j in range(len(seq))))
+        total = 0.0
+        for j in range(len(seq)):
+            legal = sorted({s[j] for s in seqs if len(s) > j and s[:j] == seq[:j]})
+            if len(legal) > 1:
+                row = logp[len(ids) - 1 + j]
+                total += (row[seq[j]] - torch.logsumexp(row[legal], dim=0)).item()
+        out.append(total)
     return np.array(out)
 
 
@@ -63,9 +74,20 @@ def test_scores_form_a_distribution_and_differ_between_prompts(tiny_model_and_to
     scorer = OptionScorer(model, tok, batch_size=4)
     convs, choices = _conversations()
     scores = scorer.score(convs, choices)
-    probs = [np.exp(s - s.max()) / np.exp(s - s.max()).sum() for s in scores]
-    assert all(abs(p.sum() - 1) < 1e-9 for p in probs)
+    probs = [np.exp(s) for s in scores]
+    assert all(abs(p.sum() - 1) < 1e-6 for p in probs)
     assert not np.allclose(probs[2], probs[3][:2].tolist() + [0.0])
+
+
+def test_single_token_choices_are_the_softmax_of_their_logits(tiny_model_and_tokenizer):
+    model, tok = tiny_model_and_tokenizer
+    scorer = OptionScorer(model, tok)
+    conv = _conversations()[0][0]
+    with torch.no_grad():
+        logits = model(torch.tensor([scorer.encode(conv)])).logits[0, -1].float()
+    ids = [tok.convert_tokens_to_ids(c) for c in ("1", "2", "3")]
+    expected = torch.log_softmax(logits[ids], dim=0).numpy()
+    np.testing.assert_allclose(scorer.score([conv], [["1", "2", "3"]])[0], expected, atol=1e-5)
 
 
 def test_score_validates_lengths(tiny_model_and_tokenizer):

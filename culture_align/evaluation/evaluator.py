@@ -156,7 +156,7 @@ class WVSEvaluator:
                 if self.config.mode == "logprob":
                     scores = self.scorer.score(convs, [[str(c) for c in q.codes] for q in qs], progress=bar.update)
                     for k, s in zip(todo, scores):
-                        p = np.exp(s - s.max())
+                        p = np.exp(s)
                         self._answer_cache[k] = (p / p.sum(), -1, 0)
                 else:
                     samples = self.scorer.sample(convs, self.config.sampling, progress=bar.update)

@@ -5,11 +5,12 @@ system prompt and the instructions before the item): it is run through the model
 cache is reused by every batch. Rows are right-padded after the shared prefix, so padding never sits
 between the prefix and a row's tokens and position ids stay those of an unpadded prompt.
 
-Scoring (:meth:`OptionScorer.score`): the log-probability of each option's code tokens after the
-generation prompt. When one option's tokens are a prefix of another's (``"1"`` and ``"10"`` with per-digit
-tokenizers), every option of that item is scored together with the end-of-turn token that the chat
-template puts after an answer, so the options stay a prefix-free set of complete answers. The deeper
-tokens of such options are scored in a second small step over the first step's cache.
+Scoring (:meth:`OptionScorer.score`): the probability of each option's code tokens after the generation
+prompt, under the constraint that the answer is one legal code. When one option's tokens are a prefix of
+another's (``"1"`` and ``"10"`` with per-digit tokenizers), the options are completed with the end-of-turn
+token that the chat template puts after an answer, so they form a prefix-free set of complete answers.
+The model is only consulted where legal answers branch: after the prompt, and (for such items) after the
+shared first token, in one extra single-token step over the first step's cache.
 """
 
 from __future__ import annotations
@@ -78,6 +79,15 @@ def _kv(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
 def _cache_from(kv: list[tuple[torch.Tensor, torch.Tensor]], index: torch.Tensor) -> DynamicCache:
     """A fresh cache holding the rows ``index`` of ``kv`` (the originals are never modified)."""
     return DynamicCache(ddp_cache_data=[(k.index_select(0, index), v.index_select(0, index)) for k, v in kv])
+
+
+def _branching_nodes(sequences: Sequence[tuple[int, ...]]) -> dict[tuple[int, ...], list[int]]:
+    """Token prefixes after which two or more legal choices continue differently, with those next tokens."""
+    children: dict[tuple[int, ...], set[int]] = {}
+    for seq in sequences:
+        for j in range(len(seq)):
+            children.setdefault(seq[:j], set()).add(seq[j])
+    return {node: sorted(nxt) for node, nxt in children.items() if len(nxt) > 1}
 
 
 def _common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
@@ -221,11 +231,34 @@ class OptionScorer:
         order = sorted(range(len(encoded)), key=lambda i: -(len(encoded[i]) - prefix_len))
         return [order[s: s + self.batch_size] for s in range(0, len(order), self.batch_size)]
 
+    def _column_step(self, cache: DynamicCache, mask: torch.Tensor, lengths: torch.Tensor, prefix_len: int,
+                     tokens: list[int | None]) -> torch.Tensor:
+        """Feed one token per row right after its last real token; the cache is restored afterwards.
+
+        Rows whose entry is None get a dummy token (their output is ignored). Returns [B, V] log-probs.
+        """
+        width = mask.shape[1]
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.tensor([[pad if t is None else t] for t in tokens], device=self.device)
+        attn = torch.cat([mask, torch.ones_like(ids)], dim=1)
+        positions = (prefix_len + lengths)[:, None]
+        out = self.model(input_ids=ids, attention_mask=attn, position_ids=positions, past_key_values=cache,
+                         use_cache=True)
+        cache.crop(-1)  # drop the token just fed: the cache is the first step's again
+        return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+
     # ------------------------------------------------------------------------------------------- public
     @torch.inference_mode()
     def score(self, conversations: Sequence[Conversation], choices: Sequence[Sequence[str]],
               progress: Progress | None = None) -> list[np.ndarray]:
-        """Log-probability of each choice as the complete answer to each conversation.
+        """The model's answer distribution over the choices of each conversation, as log-probabilities.
+
+        The distribution is that of a decoder constrained to write one legal choice: at every point where
+        legal answers branch (the first token; after ``"1"`` when ``"1"`` and ``"10"`` are both legal), the
+        next-token probabilities are renormalised over the legal continuations. For choices that are single
+        tokens this is exactly the softmax of their logits after the generation prompt; a multi-token choice
+        is scored as a sequence, and only branching points need the model (``"0"`` after ``"1"`` needs no
+        extra step when ``"10"`` is the only legal answer starting ``"10"``).
 
         Args:
             conversations: N chats, each ending with the user turn to answer.
@@ -233,8 +266,7 @@ class OptionScorer:
             progress: Called with the number of prompts finished after each batch.
 
         Returns:
-            N float64 arrays; array i holds, for each choice of prompt i, the summed log-probability (nats)
-            of its tokens. Softmax over an array gives the answer distribution over the legal choices.
+            N float64 arrays of log-probabilities (nats), one per choice; ``exp`` of each sums to 1.
         """
         if len(conversations) != len(choices):
             raise ValueError(f"{len(conversations)} conversations but {len(choices)} choice lists")
@@ -242,30 +274,40 @@ class OptionScorer:
             return []
         encoded = [self.encode(c) for c in conversations]
         sequences = [self._choice_sequences(c, ch) for c, ch in zip(conversations, choices)]
+        branches = [_branching_nodes(seqs) for seqs in sequences]
         prefix_len = _common_prefix_length(encoded)
         prefix_kv = self._prefix_cache(encoded[0][:prefix_len])
         results: list[np.ndarray | None] = [None] * len(encoded)
         for batch in self._batches(encoded, prefix_len):
             rows = [encoded[i][prefix_len:] for i in batch]
-            needs_deeper = any(len(s) > 1 for i in batch for s in sequences[i])
+            inner = [[node for node in branches[i] if node] for i in batch]
+            needs_deeper = any(inner)
             root, lengths, mask, cache = self._first_step(prefix_kv, prefix_len, rows, keep_cache=needs_deeper)
-            # Every proper, non-empty prefix of a choice sequence is a node whose next-token law is needed.
-            nodes: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
-            if needs_deeper:
-                paths = sorted({(b, s[:-1]) for b, i in enumerate(batch) for s in sequences[i] if len(s) > 1})
-                # A path's own prefixes are covered by its per-token outputs: keep only maximal paths.
-                maximal = [(b, p) for b, p in paths
-                           if not any(b == b2 and len(p2) > len(p) and p2[: len(p)] == p for b2, p2 in paths)]
-                for (b, p), logp in zip(maximal, self._deeper_steps(_kv(cache), mask, lengths, prefix_len,
-                                                                     maximal)):
-                    for j in range(len(p)):
-                        nodes[(b, p[: j + 1])] = logp[j]
+            node_logp: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
+            for b in range(len(batch)):
+                node_logp[(b, ())] = root[b]
+            # Branching points one token deep: one single-token step over the whole batch per rank.
+            shallow = [[n for n in nodes if len(n) == 1] for nodes in inner]
+            for rank in range(max((len(n) for n in shallow), default=0)):
+                tokens = [nodes[rank][0] if rank < len(nodes) else None for nodes in shallow]
+                logp = self._column_step(cache, mask, lengths, prefix_len, tokens)
+                for b, nodes in enumerate(shallow):
+                    if rank < len(nodes):
+                        node_logp[(b, nodes[rank])] = logp[b]
+            deep = [(b, n) for b, nodes in enumerate(inner) for n in nodes if len(n) > 1]
+            if deep:
+                for (b, path), logp in zip(deep, self._deeper_steps(_kv(cache), mask, lengths, prefix_len, deep)):
+                    node_logp[(b, path)] = logp[-1]
             for b, i in enumerate(batch):
                 scores = []
                 for seq in sequences[i]:
-                    total = root[b, seq[0]].item()
-                    for j in range(1, len(seq)):
-                        total += nodes[(b, seq[:j])][seq[j]].item()
+                    total = 0.0
+                    for j in range(len(seq)):
+                        legal = branches[i].get(seq[:j])
+                        if legal is None:  # a single legal continuation: probability 1 under the constraint
+                            continue
+                        logp = node_logp[(b, seq[:j])]
+                        total += (logp[seq[j]] - torch.logsumexp(logp[legal], dim=0)).item()
                     scores.append(total)
                 results[i] = np.asarray(scores, dtype=np.float64)
             if progress is not None:
