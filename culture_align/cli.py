@@ -1,4 +1,4 @@
-"""The ``culture-align`` command line: ``eval`` and ``demo``."""
+"""The ``culture-align`` command line: ``eval``, ``generate <recipe>``, ``train <recipe>`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["main", "build_parser"]
+
+
+_RECIPES = {
+    "clca": ("culture_align.scripts.clca", "generate_main", "train_main"),
+}
+
+
+def _recipe_entry(recipe: str, command: str):
+    import importlib
+
+    module, generate, train = _RECIPES[recipe]
+    return getattr(importlib.import_module(module), generate if command == "generate" else train)
 
 
 def _csv(value: str) -> list[str]:
@@ -79,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--plot-item", help="item whose distributions are plotted")
     ev.add_argument("--out", default="eval-output", help="output folder")
 
+    for command, what in (("generate", "generate a recipe's training corpus"), ("train", "train an adapter")):
+        recipe = sub.add_parser(command, help=f"{what} (clca); see `culture-align {command} clca --help`",
+                                add_help=False)
+        recipe.add_argument("recipe", choices=sorted(_RECIPES))
+        recipe.add_argument("args", nargs=argparse.REMAINDER, help="the recipe's own flags (--config FILE, ...)")
+
     demo = sub.add_parser("demo", help="the embedded model on the bundled catalog, unaware vs. aware")
     demo.add_argument("--model", default="smollm2-135m-instruct")
     _add_data_args(demo)
@@ -115,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "eval":
             return _run_eval(args)
+        if args.command in ("generate", "train"):
+            return _recipe_entry(args.recipe, args.command)(args.args)
         if args.command == "demo":
             from .demo import run_demo
 

@@ -237,7 +237,6 @@ class OptionScorer:
 
         Rows whose entry is None get a dummy token (their output is ignored). Returns [B, V] log-probs.
         """
-        width = mask.shape[1]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = torch.tensor([[pad if t is None else t] for t in tokens], device=self.device)
         attn = torch.cat([mask, torch.ones_like(ids)], dim=1)

@@ -1,0 +1,97 @@
+"""The generation backend protocol: chats in, texts out.
+
+Every recipe stage talks to a :class:`GenerationBackend`; it never knows whether a local model, a server or
+vLLM answers. Backends know nothing of recipes or WVS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["Message", "Conversation", "GenerationParams", "GenerationBackend", "request_key"]
+
+Message = dict[str, str]
+"""``{"role": "system" | "user" | "assistant", "content": str}``."""
+
+Conversation = list[Message]
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """How to generate.
+
+    Attributes:
+        temperature: Sampling temperature; 0 means greedy decoding (default 0.7).
+        top_p: Nucleus mass kept (default 1.0).
+        max_new_tokens: Tokens generated at most per completion (default 256).
+        stop: Strings that end a completion; the stop string itself is not returned (default none).
+        seed: Base seed. A backend derives each request's randomness from it and the request itself, so a
+            request gives the same completion whatever batch it is in (default 0).
+        n: Completions per conversation (default 1).
+        json_schema: A JSON schema the completion must follow. Backends that can constrain decoding do so
+            (a grammar-constrained logits processor locally, ``response_format`` on servers); the caller
+            still validates the text.
+    """
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+    n: int = 1
+    json_schema: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stop", tuple(self.stop))
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def request_key(model_id: str, conversation: Conversation, params: GenerationParams, sample_index: int = 0) -> str:
+    """Stable id of one completion request: sha256 over (model, messages, params, seed, sample index).
+
+    ``params.n`` is left out: sample k of a conversation is the same request whether 3 or 5 samples are
+    asked for, so raising ``n`` later reuses the samples already generated.
+    """
+    settings = {k: v for k, v in params.to_dict().items() if k != "n"}
+    payload = {"model": model_id, "messages": conversation, "params": settings, "sample": sample_index}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class GenerationBackend(ABC):
+    """Chat-in / text-out generation.
+
+    Subclasses set :attr:`model_id` (used in cache keys and provenance) and implement :meth:`_generate`.
+    """
+
+    model_id: str = ""
+    supports_json_schema: bool = False
+    """True when the backend constrains decoding to ``params.json_schema`` (not just asks for it)."""
+
+    def generate(self, conversations: Sequence[Conversation], params: GenerationParams | None = None) -> list[str]:
+        """Generate ``params.n`` completions per conversation.
+
+        Returns:
+            ``len(conversations) * params.n`` texts; those of conversation ``i`` are at
+            ``[i * n:(i + 1) * n]``.
+        """
+        params = params or GenerationParams()
+        if not conversations:
+            return []
+        return self._generate(list(conversations), params)
+
+    @abstractmethod
+    def _generate(self, conversations: list[Conversation], params: GenerationParams) -> list[str]:
+        ...

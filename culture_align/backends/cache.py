@@ -1,0 +1,125 @@
+"""A persistent completion cache beneath any backend: append-only JSON Lines, safe to kill at any point.
+
+Each completion is one line ``{"key", "model", "text"}`` appended with a single ``write`` on a file opened
+in append mode, then flushed and fsynced after every backend call. A process killed mid-write leaves at
+most one truncated last line, which is ignored (and overwritten by nothing: the file is only appended to).
+Re-running a stage asks the cache first, so finished completions are never generated again and never
+stored twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from transformers.utils import logging
+
+from .base import Conversation, GenerationBackend, GenerationParams, request_key
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["CompletionCache", "CachedBackend"]
+
+
+class CompletionCache:
+    """Completions by request key, persisted to ``path`` (JSON Lines).
+
+    Args:
+        path: The cache file; created with its folder when missing.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._entries: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        skipped = 0
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                    self._entries[row["key"]] = row["text"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    skipped += 1  # a line cut short by a kill
+        if skipped:
+            logger.warning(f"{self.path}: ignored {skipped} incomplete cache line(s) from an interrupted run")
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def get(self, key: str) -> str | None:
+        return self._entries.get(key)
+
+    def put_many(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        """Append ``(key, model_id, text)`` rows durably (one write, flush, fsync); known keys are skipped."""
+        with self._lock:
+            fresh, seen = [], set()
+            for k, m, t in rows:  # skip known keys, and repeats of one key within ``rows``
+                if k not in self._entries and k not in seen:
+                    seen.add(k)
+                    fresh.append((k, m, t))
+            if not fresh:
+                return
+            payload = "".join(json.dumps({"key": k, "model": m, "text": t}, ensure_ascii=False) + "\n"
+                              for k, m, t in fresh)
+            # A file that ended in a partial line (killed run): start on a fresh line.
+            needs_newline = self.path.exists() and self.path.stat().st_size > 0 and not self._ends_with_newline()
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(("\n" if needs_newline else "") + payload)
+                f.flush()
+                os.fsync(f.fileno())
+            for k, _, t in fresh:
+                self._entries[k] = t
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+
+
+class CachedBackend(GenerationBackend):
+    """Wrap a backend with a :class:`CompletionCache`: only requests not in the cache reach the backend.
+
+    Args:
+        backend: The backend that generates on a miss.
+        cache: A :class:`CompletionCache` or the path of its file.
+        chunk_size: Misses are sent to the backend (and persisted) in chunks of this many conversations,
+            so a killed run loses at most one chunk of work (default 64).
+    """
+
+    def __init__(self, backend: GenerationBackend, cache: CompletionCache | str | os.PathLike,
+                 chunk_size: int = 64) -> None:
+        self.backend = backend
+        self.cache = cache if isinstance(cache, CompletionCache) else CompletionCache(cache)
+        self.chunk_size = chunk_size
+        self.model_id = backend.model_id
+        self.supports_json_schema = backend.supports_json_schema
+
+    def _generate(self, conversations: list[Conversation], params: GenerationParams) -> list[str]:
+        n = params.n
+        keys = [[request_key(self.model_id, c, params, k) for k in range(n)] for c in conversations]
+        todo, queued = [], set()
+        for i, ks in enumerate(keys):  # a conversation repeated within the call is generated once
+            if any(k not in self.cache for k in ks) and tuple(ks) not in queued:
+                queued.add(tuple(ks))
+                todo.append(i)
+        self.cache.hits += len(conversations) - len(todo)
+        self.cache.misses += len(todo)
+        for start in range(0, len(todo), self.chunk_size):
+            chunk = todo[start: start + self.chunk_size]
+            texts = self.backend.generate([conversations[i] for i in chunk], params)
+            rows = [(keys[i][k], self.model_id, texts[j * n + k]) for j, i in enumerate(chunk) for k in range(n)]
+            self.cache.put_many(rows)
+        return [self.cache.get(k) for ks in keys for k in ks]  # type: ignore[misc]

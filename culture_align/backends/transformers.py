@@ -1,0 +1,376 @@
+"""`TransformersBackend`: generation with a local transformers model and its own decode loop.
+
+The loop is a plain KV-cached decoder (``DynamicCache``) over left-padded batches, written so that every
+completion depends only on its own request:
+
+* each completion ``(conversation, sample index k)`` draws its randomness from a private
+  ``torch.Generator`` seeded with ``int(request_key(model_id, conversation, params, k)[:16], 16) ^ seed``,
+  and draws exactly one vector of noise per generated token (exponential-race sampling, equivalent to
+  sampling from the warped softmax), so a request gives the same text whatever batch it lands in; a run
+  that is killed and resumed regenerates its missing requests in other batches and still gets the same
+  texts as an uninterrupted run (up to float rounding of differently shaped batches, which only matters
+  for near-ties);
+* position ids come from each row's own prompt length, so left padding does not shift positions;
+* finished rows leave the batch, so long completions do not make short ones pay.
+
+Structured output: with ``params.json_schema`` set, decoding is constrained by an ``xgrammar`` grammar
+compiled from the schema (once per schema), with one ``GrammarMatcher`` per row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import DynamicCache
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
+from transformers.utils import logging
+
+from .base import Conversation, GenerationBackend, GenerationParams, request_key
+
+try:  # optional at runtime: without it, JSON schemas are not enforced (a warning says so)
+    import xgrammar
+except Exception:  # pragma: no cover - depends on the environment
+    xgrammar = None
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["TransformersBackend", "GenerationStats", "request_seed"]
+
+_MASK64 = (1 << 64) - 1
+
+
+@dataclass
+class GenerationStats:
+    """Counters accumulated over a backend's lifetime.
+
+    Attributes:
+        requests: Completions produced (a conversation with ``n=3`` counts 3).
+        prompt_tokens: Prompt tokens processed (each unique prompt of a batch counted once).
+        generated_tokens: Tokens generated, end-of-turn tokens included.
+        seconds: Wall-clock seconds spent in :meth:`GenerationBackend.generate`.
+        retries: Requests sent again after a transient error (server backends only).
+    """
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    seconds: float = 0.0
+    retries: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens per wall-clock second (0 before any generation)."""
+        return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "tokens_per_second": self.tokens_per_second}
+
+
+def request_seed(model_id: str, conversation: Conversation, params: GenerationParams, sample_index: int) -> int:
+    """The 64-bit seed of one completion: the first 16 hex digits of its request key, XOR ``params.seed``."""
+    key = request_key(model_id, conversation, params, sample_index)
+    return (int(key[:16], 16) ^ params.seed) & _MASK64
+
+
+def _as_list(ids: int | Sequence[int] | None) -> list[int]:
+    if ids is None:
+        return []
+    return [int(ids)] if isinstance(ids, int) else [int(i) for i in ids]
+
+
+class _Row:
+    """Decoding state of one completion (one conversation x one sample index)."""
+
+    __slots__ = ("conv", "sample", "generator", "matcher", "tokens", "done")
+
+    def __init__(self, conv: int, sample: int, generator: torch.Generator | None, matcher: Any) -> None:
+        self.conv = conv
+        self.sample = sample
+        self.generator = generator
+        self.matcher = matcher
+        self.tokens: list[int] = []
+        self.done = False
+
+
+class TransformersBackend(GenerationBackend):
+    """Generate with a local causal LM (any Hub id or folder, or the embedded default model).
+
+    Args:
+        model_name_or_path: A Hub id, a local folder or an embedded alias (e.g. ``"smollm2-135m-instruct"``),
+            loaded with :func:`culture_align.models.load_model_and_tokenizer`.
+        model_id: Name used in cache keys and provenance (default: ``model_name_or_path`` as given).
+            Give a different one when the weights differ under the same name (e.g. with an adapter).
+        batch_size: Completions decoded in parallel (default 16).
+        device: Default: CUDA when available, else CPU.
+        dtype: Weights dtype (default: bfloat16 on CUDA, float32 on CPU).
+        adapter: Optional PEFT adapter folder loaded on top of the model.
+        show_progress: Show a tqdm bar over completions (default False).
+        **load_kwargs: Passed to :func:`~culture_align.models.load_model_and_tokenizer`.
+
+    Use :meth:`from_model` for an already loaded ``(model, tokenizer)`` pair.
+    """
+
+    def __init__(self, model_name_or_path: str | os.PathLike, *, model_id: str | None = None,
+                 batch_size: int = 16, device: str | torch.device | None = None,
+                 dtype: torch.dtype | str | None = None, adapter: str | os.PathLike | None = None,
+                 show_progress: bool = False, **load_kwargs: Any) -> None:
+        from ..models import load_model_and_tokenizer
+
+        model, tokenizer = load_model_and_tokenizer(model_name_or_path, dtype=dtype, device=device,
+                                                    adapter=adapter, **load_kwargs)
+        self._setup(model, tokenizer, model_id or str(model_name_or_path), batch_size, show_progress)
+
+    @classmethod
+    def from_model(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, model_id: str | None = None,
+                   batch_size: int = 16, show_progress: bool = False) -> TransformersBackend:
+        """Wrap an already loaded model (a PEFT model works: the active adapter is used).
+
+        Args:
+            model_id: Name used in cache keys (default: ``model.config.name_or_path``).
+        """
+        self = cls.__new__(cls)
+        name = model_id or getattr(model.config, "name_or_path", None) or type(model).__name__
+        self._setup(model, tokenizer, name, batch_size, show_progress)
+        return self
+
+    def _setup(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, model_id: str, batch_size: int,
+               show_progress: bool) -> None:
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError("the tokenizer has no chat template: set tokenizer.chat_template first")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.batch_size = int(batch_size)
+        self.show_progress = show_progress
+        self.stats = GenerationStats()
+        self.supports_json_schema = xgrammar is not None
+        if xgrammar is None:
+            logger.warning("xgrammar is not importable: JSON schemas will not constrain decoding")
+        self._grammar_compiler: Any = None
+        self._grammars: dict[str, Any] = {}
+        self._stop_ids: list[int] | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model_id={self.model_id!r}, batch_size={self.batch_size})"
+
+    # ------------------------------------------------------------------------------------------ encoding
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the logits vector (may exceed ``len(tokenizer)`` when the embedding matrix is padded)."""
+        head = self.model.get_output_embeddings()
+        if head is not None and getattr(head, "weight", None) is not None:
+            return int(head.weight.shape[0])
+        return int(self.model.config.get_text_config().vocab_size)
+
+    def render(self, conversation: Conversation) -> str:
+        """The prompt text: the chat template applied with the generation prompt."""
+        return self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+
+    def encode(self, conversation: Conversation) -> list[int]:
+        """Prompt token ids (the template writes any special tokens itself)."""
+        return self.tokenizer(self.render(conversation), add_special_tokens=False)["input_ids"]
+
+    def stop_token_ids(self) -> list[int]:
+        """Tokens that end a completion: EOS of tokenizer and generation config, and the template's end of turn."""
+        if self._stop_ids is None:
+            ids = set(_as_list(self.tokenizer.eos_token_id))
+            gen_config = getattr(self.model, "generation_config", None)
+            ids.update(_as_list(getattr(gen_config, "eos_token_id", None)))
+            ids.update(self._end_of_turn_ids())
+            self._stop_ids = sorted(ids)
+        return self._stop_ids
+
+    def _end_of_turn_ids(self) -> list[int]:
+        """The first token the chat template writes after an assistant answer, if any."""
+        probe = [{"role": "user", "content": "Hi"}]
+        try:
+            prompt = self.render(probe)
+            full = self.tokenizer.apply_chat_template(probe + [{"role": "assistant", "content": "7"}], tokenize=False)
+        except Exception:  # templates that refuse this probe: rely on EOS
+            return []
+        if not full.startswith(prompt + "7"):
+            return []
+        tail = full[len(prompt) + 1:]
+        ids = self.tokenizer(tail, add_special_tokens=False)["input_ids"] if tail.strip() else []
+        return ids[:1] if ids and ids[0] in self.tokenizer.all_special_ids else []
+
+    # -------------------------------------------------------------------------------------------- grammar
+    def _compiled_grammar(self, schema: dict[str, Any]) -> Any:
+        """The xgrammar grammar of a JSON schema, compiled once per schema."""
+        text = json.dumps(schema)  # property order matters: the grammar writes properties in schema order
+        if text not in self._grammars:
+            if self._grammar_compiler is None:
+                info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.vocab_size,
+                                                               stop_token_ids=self.stop_token_ids())
+                self._grammar_compiler = xgrammar.GrammarCompiler(info)
+            self._grammars[text] = self._grammar_compiler.compile_json_schema(text, any_whitespace=False)
+        return self._grammars[text]
+
+    # ---------------------------------------------------------------------------------------- generation
+    def _generate(self, conversations: list[Conversation], params: GenerationParams) -> list[str]:
+        start = time.perf_counter()
+        if params.temperature == 0 and params.n > 1:
+            # Greedy completions are identical: decode each conversation once.
+            once = self._generate_rows(conversations, replace(params, n=1))
+            texts = [t for t in once for _ in range(params.n)]
+        else:
+            texts = self._generate_rows(conversations, params)
+        self.stats.requests += len(texts)
+        self.stats.seconds += time.perf_counter() - start
+        return texts
+
+    @torch.inference_mode()
+    def _generate_rows(self, conversations: list[Conversation], params: GenerationParams) -> list[str]:
+        n = params.n
+        encoded = [self.encode(c) for c in conversations]
+        grammar = None
+        if params.json_schema is not None:
+            if xgrammar is None:
+                logger.warning_once("xgrammar is not importable: generating without the JSON schema constraint")
+            else:
+                grammar = self._compiled_grammar(params.json_schema)
+        # Longest prompts first, so each batch holds prompts of similar length (little padding).
+        order = sorted(range(len(conversations)), key=lambda i: -len(encoded[i]))
+        pairs = [(i, k) for i in order for k in range(n)]
+        results: list[str | None] = [None] * (len(conversations) * n)
+        with tqdm(total=len(pairs), desc="generate", disable=not self.show_progress, leave=False) as bar:
+            for s in range(0, len(pairs), self.batch_size):
+                rows = []
+                for i, k in pairs[s: s + self.batch_size]:
+                    generator = None
+                    if params.temperature > 0:
+                        seed = request_seed(self.model_id, conversations[i], params, k)
+                        generator = torch.Generator(device=self.device).manual_seed(seed)
+                    matcher = xgrammar.GrammarMatcher(grammar) if grammar is not None else None
+                    rows.append(_Row(i, k, generator, matcher))
+                self._decode_batch(rows, encoded, params)
+                for row in rows:
+                    results[row.conv * n + row.sample] = self._finish_text(row.tokens, params.stop)
+                bar.update(len(rows))
+        return results  # type: ignore[return-value]
+
+    def _warpers(self, params: GenerationParams) -> LogitsProcessorList:
+        warpers = LogitsProcessorList()
+        if params.temperature > 0 and params.temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(params.temperature))
+        if params.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(params.top_p))
+        return warpers
+
+    def _prefill(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, DynamicCache]:
+        """Run left-padded prompts through the model.
+
+        Returns:
+            (last-token logits ``[U, V]`` float32, attention mask ``[U, W]``, cache).
+        """
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for u, p in enumerate(prompts):
+            ids[u, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[u, width - len(p):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)
+        self.stats.prompt_tokens += sum(len(p) for p in prompts)
+        return out.logits[:, -1].float(), mask, out.past_key_values
+
+    def _decode_batch(self, rows: list[_Row], encoded: list[list[int]], params: GenerationParams) -> None:
+        """Decode ``rows`` to completion in place (``row.tokens``), one token per active row per step."""
+        device = self.device
+        unique = list(dict.fromkeys(r.conv for r in rows))
+        slot = {conv: u for u, conv in enumerate(unique)}
+        logits, mask, cache = self._prefill([encoded[i] for i in unique])
+        index = torch.tensor([slot[r.conv] for r in rows], device=device)
+        if len(rows) != len(unique):
+            cache.reorder_cache(index)
+            logits, mask = logits.index_select(0, index), mask.index_select(0, index)
+        positions = mask.sum(-1)  # the position of each row's next token
+        stop_ids = self.stop_token_ids()
+        stop_tensor = torch.tensor(stop_ids, dtype=torch.long, device=device)
+        warpers = self._warpers(params)
+        bitmask = None
+        if rows[0].matcher is not None:
+            bitmask = xgrammar.allocate_token_bitmask(len(rows), self.vocab_size)
+        active = list(rows)
+        for step in range(params.max_new_tokens):
+            if bitmask is not None:
+                for j, row in enumerate(active):
+                    row.matcher.fill_next_token_bitmask(bitmask, j)
+                xgrammar.apply_token_bitmask_inplace(logits, bitmask[: len(active)].to(device))
+            tokens = self._pick(logits, active, params, warpers)
+            self.stats.generated_tokens += len(active)
+            ended = torch.isin(tokens, stop_tensor).tolist()
+            for j, (row, token) in enumerate(zip(active, tokens.tolist())):
+                row.tokens.append(token)
+                if row.matcher is not None:
+                    row.matcher.accept_token(token)
+                    ended[j] = ended[j] or row.matcher.is_terminated()
+                if not ended[j] and params.stop:
+                    ended[j] = self._hit_stop_string(row.tokens, params.stop)
+                row.done = ended[j] or step + 1 == params.max_new_tokens
+            keep = [j for j, row in enumerate(active) if not row.done]
+            if not keep:
+                break
+            if len(keep) < len(active):
+                keep_index = torch.tensor(keep, device=device)
+                cache.reorder_cache(keep_index)
+                mask, positions = mask.index_select(0, keep_index), positions.index_select(0, keep_index)
+                tokens = tokens.index_select(0, keep_index)
+                active = [active[j] for j in keep]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
+                             past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            logits = out.logits[:, -1].float()
+            positions = positions + 1
+
+    @staticmethod
+    def _pick(logits: torch.Tensor, rows: list[_Row], params: GenerationParams,
+              warpers: LogitsProcessorList) -> torch.Tensor:
+        """The next token of each row: argmax when greedy, else a draw from the row's own generator.
+
+        Sampling is the exponential race ``argmax(p / E)``, ``E ~ Exp(1)`` i.i.d. per token, which picks
+        token ``t`` with probability ``p[t]``; each row draws exactly one noise vector per step.
+        """
+        if params.temperature == 0:
+            return logits.argmax(dim=-1)
+        warped = warpers(None, logits) if len(warpers) else logits
+        probs = torch.softmax(warped, dim=-1)
+        noise = torch.empty_like(probs)
+        for j, row in enumerate(rows):
+            noise[j].exponential_(generator=row.generator)
+        return (probs / noise.clamp_(min=torch.finfo(noise.dtype).tiny)).argmax(dim=-1)
+
+    def _hit_stop_string(self, tokens: list[int], stop: Sequence[str]) -> bool:
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return any(s in text for s in stop)
+
+    def _finish_text(self, tokens: list[int], stop: Sequence[str]) -> str:
+        """Decode a completion, dropping the end token and everything from the first stop string on."""
+        if tokens and tokens[-1] in self.stop_token_ids():
+            tokens = tokens[:-1]
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        cuts = [text.find(s) for s in stop if s and s in text]
+        return text[: min(cuts)] if cuts else text

@@ -1,0 +1,1 @@
+"""Entry points behind `culture-align generate|train` and the scripts in examples/."""

@@ -1,0 +1,151 @@
+"""`culture-align generate clca` and `culture-align train clca` (also `examples/train_clca.py`).
+
+``generate`` reads the ``generate:`` section of a YAML config::
+
+    generate:
+      teacher: {backend: transformers, model: smollm2-135m-instruct}   # or {backend: openai, base_url: ..., model: ...}
+      roleplay: null          # default: the teacher; judge / annotator likewise
+      output_dir: runs/clca-data
+      cultures: [GBR, CHN]
+      num_scenarios: 4
+      max_turns: 4
+      roleplay_params: {max_new_tokens: 160}
+
+``train`` reads the ``train:`` section: the fields of TRL's ``ModelConfig`` (model, LoRA), of
+:class:`~culture_align.trainers.CLCAConfig` (all of ``SFTConfig`` plus ``intent_loss_weight``, ``tasks``) and
+``dataset_path``. Command-line flags override the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import load_config_section, parse_dataclasses
+
+__all__ = ["generate_main", "train_main", "TrainScriptArguments", "pipeline_config_from_dict"]
+
+
+def pipeline_config_from_dict(values: dict[str, Any]):
+    """A :class:`CLCAPipelineConfig` from plain values (``*_params`` given as dicts of GenerationParams fields)."""
+    from ..backends.base import GenerationParams
+    from ..recipes.clca import CLCAPipelineConfig
+
+    names = {f.name: f for f in dataclasses.fields(CLCAPipelineConfig)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"unknown CLCA pipeline settings: {', '.join(unknown)}")
+    kwargs = {}
+    for key, value in values.items():
+        default = names[key].default
+        if isinstance(default, GenerationParams) and isinstance(value, dict):
+            value = dataclasses.replace(default, **value)
+        kwargs[key] = value
+    return CLCAPipelineConfig(**kwargs)
+
+
+def generate_main(argv: Sequence[str] | None = None) -> int:
+    """Run (or resume) the CLCA data pipeline from a YAML config; flags override it."""
+    parser = argparse.ArgumentParser(prog="culture-align generate clca", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML file with a `generate:` section")
+    parser.add_argument("--teacher", help="model for a transformers teacher (overrides the config)")
+    parser.add_argument("--output-dir", help="output folder (resumes when it exists)")
+    parser.add_argument("--cultures", help="comma-separated ISO3 codes")
+    parser.add_argument("--num-scenarios", type=int)
+    parser.add_argument("--max-turns", type=int)
+    parser.add_argument("--seed", type=int)
+    args = parser.parse_args(argv)
+
+    from ..backends.factory import backend_from_config
+    from ..recipes.clca import CLCAPipeline
+
+    section = load_config_section(args.config, "generate")
+    teacher_spec = {"backend": "transformers", "model": args.teacher} if args.teacher else section.pop(
+        "teacher", {"backend": "transformers", "model": "smollm2-135m-instruct"})
+    section.pop("teacher", None)
+    output_dir = args.output_dir or section.pop("output_dir", "runs/clca-data")
+    section.pop("output_dir", None)
+    specs = {role: section.pop(role, None) for role in ("roleplay", "judge", "annotator")}
+    for flag, key in (("cultures", "cultures"), ("num_scenarios", "num_scenarios"), ("max_turns", "max_turns"),
+                      ("seed", "seed")):
+        if getattr(args, flag) is not None:
+            section[key] = getattr(args, flag)
+    config = pipeline_config_from_dict(section)
+    teacher = backend_from_config(teacher_spec)
+    built = {role: backend_from_config(spec) if spec else None for role, spec in specs.items()}
+    corpus = CLCAPipeline(teacher, roleplay=built["roleplay"], judge=built["judge"],
+                          annotator=built["annotator"], config=config).run(output_dir)
+    stats = json.loads((Path(output_dir) / "stats.json").read_text())
+    print(json.dumps(stats.get("counts", {}), indent=2))
+    print(f"{len(corpus['dialogues'])} dialogues, {len(corpus['train'])} training conversations, "
+          f"{len(corpus['rejections'])} rejections -> {Path(output_dir) / 'dataset'}")
+    return 0
+
+
+@dataclass
+class TrainScriptArguments:
+    """What to train on."""
+
+    dataset_path: str = field(default="runs/clca-data/dataset", metadata={
+        "help": "A DatasetDict saved by the pipeline (save_to_disk folder), a Hub dataset id, or a "
+                "local Parquet/JSON(L) file with `messages` and `task` columns."})
+    dataset_split: str = field(default="train", metadata={"help": "Split to train on."})
+    eval_fraction: float = field(default=0.0, metadata={
+        "help": "Share of the training conversations held out for evaluation (by dialogue, 0 = none)."})
+
+
+def load_training_dataset(path: str, split: str = "train"):
+    """The training split from a saved DatasetDict folder, a data file, or a Hub dataset id."""
+    import datasets
+
+    p = Path(path)
+    if p.is_dir() and (p / "dataset_dict.json").is_file():
+        return datasets.load_from_disk(str(p))[split]
+    if p.is_dir() and (p / "dataset_info.json").is_file():
+        return datasets.load_from_disk(str(p))
+    if p.is_file():
+        kind = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}.get(p.suffix)
+        if kind is None:
+            raise ValueError(f"{p}: unsupported dataset file type {p.suffix!r}")
+        return datasets.load_dataset(kind, data_files=str(p), split="train")
+    return datasets.load_dataset(path, split=split)
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """Train a CLCA adapter with :class:`CLCATrainer` from a YAML config (``train:`` section) and flags."""
+    from trl import ModelConfig, get_peft_config
+
+    from ..models import resolve_model_path
+    from ..trainers import CLCAConfig, CLCATrainer
+
+    argv = list(argv or [])
+    config_path = None
+    if "--config" in argv:
+        i = argv.index("--config")
+        config_path = argv[i + 1]
+        del argv[i: i + 2]
+    defaults = load_config_section(config_path, "train")
+    script_args, training_args, model_args = parse_dataclasses(
+        (TrainScriptArguments, CLCAConfig, ModelConfig), argv, defaults)
+    model_path = resolve_model_path(model_args.model_name_or_path or "smollm2-135m-instruct")
+    dataset = load_training_dataset(script_args.dataset_path, script_args.dataset_split)
+    eval_dataset = None
+    if script_args.eval_fraction > 0:
+        split = dataset.train_test_split(test_size=script_args.eval_fraction, seed=training_args.seed)
+        dataset, eval_dataset = split["train"], split["test"]
+    if model_args.dtype and model_args.dtype != "auto":
+        training_args.model_init_kwargs = {**(training_args.model_init_kwargs or {}), "dtype": model_args.dtype}
+    trainer = CLCATrainer(model=model_path, args=training_args, train_dataset=dataset, eval_dataset=eval_dataset,
+                          peft_config=get_peft_config(model_args))
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
+    print(f"adapter saved to {training_args.output_dir}")
+    return 0
