@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--cultures", type=_csv, default=["USA", "CHN", "DEU"])
     demo.add_argument("--batch-size", type=int, default=16)
     demo.add_argument("--out", default="demo-output")
+    demo.add_argument("--skip-clca", action="store_true", help="only the WVS part (no CLCA generation/training)")
     return parser
 
 
@@ -139,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .demo import run_demo
 
             run_demo(args.out, model_name=args.model, cultures=tuple(args.cultures), wvs=_load_data(args),
-                     batch_size=args.batch_size)
+                     batch_size=args.batch_size, clca=not args.skip_clca)
             return 0
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"culture-align {args.command}: error: {err}", file=sys.stderr)

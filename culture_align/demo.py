@@ -1,7 +1,11 @@
-"""The demo: the embedded default model on the bundled question catalog, culture-unaware vs. culture-aware.
+"""The demo: the embedded default model, end to end on CPU in a few minutes.
 
-Without human data it shows how much culture-aware prompting moves the model's answers; with human data
-(``--wvs`` / ``--distributions``) it also scores both settings against the real figures.
+1. WVS answers: the bundled question catalog, culture-unaware vs. culture-aware. Without human data it shows
+   how much culture-aware prompting moves the model's answers; with human data (``--wvs`` /
+   ``--distributions``) it also scores both settings against the real figures.
+2. CLCA in miniature: a few seed scenarios adapted to two cultures, role-played, judged and annotated with
+   intents by the same model; a short LoRA run of :class:`CLCATrainer` on the result; then the evaluator on
+   the base model vs. the adapter (culture-aware prompts), with a comparison plot.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from .evaluation import WVSEvaluator
 from .models import DEFAULT_MODEL, load_model_and_tokenizer
 from .wvs import WVSData, bundled_questions
 
-__all__ = ["run_demo", "answer_shift_table"]
+__all__ = ["run_demo", "run_clca_demo", "answer_shift_table"]
 
 DEMO_CULTURES = ("USA", "CHN", "DEU")
+CLCA_DEMO_CULTURES = ("GBR", "CHN")
 
 
 def answer_shift_table(answers, cultures: list[str]) -> str:
@@ -46,11 +51,12 @@ def answer_shift_table(answers, cultures: list[str]) -> str:
 
 def run_demo(output_dir: str | Path = "demo-output", model_name: str = DEFAULT_MODEL,
              cultures: tuple[str, ...] = DEMO_CULTURES, wvs: WVSData | None = None,
-             batch_size: int = 16) -> dict:
-    """Run the demo and write ``answer_shift.md`` (+ the evaluation report when ``wvs`` is given).
+             batch_size: int = 16, clca: bool = True) -> dict:
+    """Run the demo and write ``answer_shift.md`` (+ the evaluation report when ``wvs`` is given), then the
+    CLCA miniature (:func:`run_clca_demo`) unless ``clca=False``.
 
     Returns:
-        ``{"answer_shift": markdown, "report": WVSReport | None}``.
+        ``{"answer_shift": markdown, "report": WVSReport | None, "clca": dict | None}``.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,4 +83,104 @@ def run_demo(output_dir: str | Path = "demo-output", model_name: str = DEFAULT_M
         print(f"Report, tables and plots written to {out / 'eval'}")
     else:
         print("No human data given (--wvs / --distributions): alignment scores skipped.")
-    return {"answer_shift": shift, "report": report}
+    clca_result = run_clca_demo(out / "clca", model, tokenizer, model_name, data, batch_size) if clca else None
+    return {"answer_shift": shift, "report": report, "clca": clca_result}
+
+
+def run_clca_demo(output_dir: Path, model, tokenizer, model_name: str, data: WVSData, batch_size: int = 16,
+                  cultures: tuple[str, ...] = CLCA_DEMO_CULTURES, num_scenarios: int = 2, max_turns: int = 4,
+                  train_epochs: int = 3) -> dict:
+    """The CLCA recipe in miniature on an already loaded model; resumable (the generation cache is kept).
+
+    Writes ``clca-data/`` (corpus, stats, cache), ``adapter/`` (LoRA) and ``comparison.md`` + plot.
+    """
+    import dataclasses
+
+    from peft import LoraConfig
+
+    from .backends.transformers import TransformersBackend
+    from .recipes.clca import (
+        DEFAULT_INTENT_PARAMS,
+        DEFAULT_JUDGE_PARAMS,
+        DEFAULT_ROLEPLAY_PARAMS,
+        DEFAULT_SCENARIO_PARAMS,
+        CLCAPipeline,
+        CLCAPipelineConfig,
+    )
+    from .trainers import CLCAConfig, CLCATrainer
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    print(f"\nCLCA in miniature: {num_scenarios} scenarios x {', '.join(cultures)}, up to {max_turns} turns, "
+          f"the same {model_name} as teacher, both agents, judge and annotator")
+    teacher = TransformersBackend.from_model(model, tokenizer, model_id=model_name, batch_size=batch_size)
+    config = CLCAPipelineConfig(
+        cultures=cultures, num_scenarios=num_scenarios, max_turns=max_turns,
+        scenario_params=dataclasses.replace(DEFAULT_SCENARIO_PARAMS, max_new_tokens=512),
+        roleplay_params=dataclasses.replace(DEFAULT_ROLEPLAY_PARAMS, max_new_tokens=96),
+        judge_params=DEFAULT_JUDGE_PARAMS, intent_params=DEFAULT_INTENT_PARAMS)
+    corpus = CLCAPipeline(teacher, config=config).run(output_dir / "clca-data")
+    print(f"corpus: {len(corpus['dialogues'])} dialogues, {len(corpus['train'])} training conversations, "
+          f"{len(corpus['rejections'])} rejections (details in {output_dir / 'clca-data' / 'stats.json'})")
+    if len(corpus["train"]) == 0:
+        print("No dialogue survived the judge: skipping training.")
+        return {"corpus": corpus, "adapter": None}
+
+    args = CLCAConfig(output_dir=str(output_dir / "adapter"), num_train_epochs=train_epochs,
+                      per_device_train_batch_size=4, learning_rate=2e-4, logging_steps=1, save_strategy="no",
+                      report_to="none", bf16=False, activation_checkpointing=False, max_length=1024,
+                      disable_tqdm=False, seed=0)
+    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = CLCATrainer(model, args=args, train_dataset=corpus["train"], processing_class=tokenizer,
+                          peft_config=lora)
+    trainer.train()
+    trainer.save_model(args.output_dir)
+    losses = [(h.get("loss_dialogue"), h.get("loss_intent")) for h in trainer.state.log_history if "loss" in h]
+    print(f"CLCATrainer: {trainer.state.global_step} steps; first/last (dialogue, intent) loss: "
+          f"{losses[0] if losses else '-'} -> {losses[-1] if losses else '-'}; adapter in {args.output_dir}")
+
+    peft_model = trainer.model
+    peft_model.eval()
+    evaluate_on = data.select(qids=list(data.questions), cultures=[c for c in cultures if c in data.cultures]) \
+        if data.cultures else data
+    kwargs = dict(cultures=list(cultures), settings=("culture-aware",), batch_size=batch_size, show_progress=False)
+    with peft_model.disable_adapter():
+        base = WVSEvaluator(peft_model, tokenizer, evaluate_on, model_name=model_name, **kwargs)
+        base_answers = base.model_answers()
+        base_report = base.evaluate() if data.cultures else None
+    adapted = WVSEvaluator(peft_model, tokenizer, evaluate_on, model_name=f"{model_name} + CLCA adapter", **kwargs)
+    adapted_answers = adapted.model_answers()
+    lines = comparison_table(base_answers, adapted_answers, base_report,
+                             adapted.evaluate() if data.cultures else None, list(cultures))
+    (output_dir / "comparison.md").write_text(lines)
+    print("\nBase vs. CLCA adapter (culture-aware prompts):\n")
+    print(lines)
+    return {"corpus": corpus, "adapter": args.output_dir}
+
+
+def comparison_table(base_answers, adapted_answers, base_report, adapted_report, cultures: list[str]) -> str:
+    """Markdown: per culture, how the adapter moved the answers, and (with human data) KL before/after."""
+    from scipy.spatial.distance import jensenshannon
+
+    base = {(r["culture"], r["qid"]): r for r in base_answers}
+    head = "| culture | items | answer changed | JS(base, adapted) |"
+    sep = "|---|---|---|---|"
+    if base_report is not None:
+        head += " KL base | KL adapted | align base | align adapted |"
+        sep += "---|---|---|---|"
+    lines = [head, sep]
+    for culture in cultures:
+        pairs = [(base[(r["culture"], r["qid"])], r) for r in adapted_answers if r["culture"] == culture]
+        if not pairs:
+            continue
+        changed = np.mean([a["model_code"] != b["model_code"] for b, a in pairs])
+        js = np.mean([jensenshannon(b["model_probs"], a["model_probs"]) for b, a in pairs])
+        line = f"| {culture} | {len(pairs)} | {changed:.0%} | {js:.3f} |"
+        if base_report is not None:
+            try:
+                rb, ra = base_report.row("culture-aware", culture), adapted_report.row("culture-aware", culture)
+                line += (f" {rb['kl_divergence']:.3f} | {ra['kl_divergence']:.3f} | {rb['alignment_score']:.1f} |"
+                         f" {ra['alignment_score']:.1f} |")
+            except KeyError:
+                line += " – | – | – | – |"
+        lines.append(line)
+    return "\n".join(lines) + "\n"

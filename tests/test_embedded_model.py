@@ -46,7 +46,7 @@ def test_embedded_model_answers_the_family_item_sensibly(embedded):
 def test_demo_runs_on_the_embedded_model(tmp_path, capsys):
     from culture_align.cli import main
 
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--cultures", "USA,JPN"]) == 0
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--cultures", "USA,JPN", "--skip-clca"]) == 0
     printed = capsys.readouterr().out
     assert "| USA | 4" in printed and "| JPN |" in printed
     assert (tmp_path / "demo" / "answer_shift.md").is_file()
@@ -55,3 +55,22 @@ def test_demo_runs_on_the_embedded_model(tmp_path, capsys):
     answers = datasets.Dataset.from_parquet(str(tmp_path / "demo" / "answers.parquet"))
     assert set(answers["setting"]) == {"culture-unaware", "culture-aware"}
     assert np.isclose(sum(answers[0]["model_probs"]), 1.0)
+
+
+def test_clca_demo_generates_trains_and_compares(embedded, tmp_path):
+    """The CLCA miniature on the real model: corpus -> CLCATrainer LoRA -> base vs. adapter answers."""
+    from culture_align.demo import run_clca_demo
+    from culture_align.wvs import WVSData, bundled_questions
+
+    model, tok = embedded
+    catalog = bundled_questions()
+    data = WVSData(questions={q: catalog[q] for q in ("Q1", "Q27", "Q57")}, distributions={}, source="catalog")
+    result = run_clca_demo(tmp_path, model, tok, "smollm2-135m-instruct", data, cultures=("GBR",),
+                           num_scenarios=1, max_turns=2, train_epochs=1)
+    corpus = result["corpus"]
+    stats = (tmp_path / "clca-data" / "stats.json").read_text()
+    assert '"scenarios"' in stats and len(corpus["dialogues"]) + len(corpus["rejections"]) >= 1
+    if result["adapter"] is not None:
+        assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+        table = (tmp_path / "comparison.md").read_text()
+        assert "| GBR | 3 |" in table
