@@ -1,0 +1,67 @@
+"""`culture-align generate|train clca`: YAML sections, flags over the file, and real runs on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from datasets import Dataset, DatasetDict
+
+from culture_align.cli import main
+from culture_align.scripts.clca import pipeline_config_from_dict
+from culture_align.scripts.config import load_config_section
+
+
+def test_config_sections_and_errors(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("generate:\n  max_turns: 3\ntrain:\n  learning_rate: 0.001\n")
+    assert load_config_section(path, "generate") == {"max_turns": 3}
+    assert load_config_section(path, "eval") == {}
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("max_turns: 5\n")
+    assert load_config_section(flat, "generate") == {"max_turns": 5}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ValueError, match="bad.yaml"):
+        load_config_section(bad, "generate")
+
+
+def test_pipeline_config_from_dict():
+    cfg = pipeline_config_from_dict({"cultures": ["GBR"], "max_turns": 3, "roleplay_params": {"max_new_tokens": 64}})
+    assert cfg.max_turns == 3 and cfg.roleplay_params.max_new_tokens == 64
+    assert cfg.roleplay_params.top_p == 0.7  # the other defaults are kept
+    with pytest.raises(ValueError, match="max_turnz"):
+        pipeline_config_from_dict({"max_turnz": 3})
+
+
+def test_generate_clca_runs_from_a_config(tmp_path, tiny_model_dir, capsys):
+    config = tmp_path / "clca.yaml"
+    config.write_text(
+        f"generate:\n  teacher: {{backend: transformers, model: {tiny_model_dir}}}\n  output_dir: {tmp_path / 'out'}\n"
+        "  cultures: [GBR]\n  num_scenarios: 1\n  max_turns: 2\n  max_attempts: 1\n"
+        "  scenario_params: {max_new_tokens: 8}\n  show_progress: false\n")
+    assert main(["generate", "clca", "--config", str(config), "--seed", "3"]) == 0
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["config"]["seed"] == 3 and stats["config"]["max_turns"] == 2
+    assert stats["counts"]["seed_scenarios"] == 1
+    # The random tiny model cannot write a scenario in 8 tokens: the rejection is recorded, not lost.
+    assert stats["counts"]["rejections"] >= 1
+    config.write_text("generate:\n  turns: 2\n")
+    assert main(["generate", "clca", "--config", str(config)]) == 2
+    assert "unknown CLCA pipeline settings: turns" in capsys.readouterr().err
+
+
+def test_train_clca_saves_an_adapter(tmp_path, tiny_model_dir):
+    rows = [{"messages": [{"role": "user", "content": "Turn 1: hello"}, {"role": "assistant", "content": m}],
+             "task": task, "culture": "GBR"} for m, task in (("Hello, nice to see you.", "dialogue"),
+                                                             ("Intent: to greet politely.", "intent"))]
+    DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "data"))
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        f"train:\n  model_name_or_path: {tiny_model_dir}\n  dataset_path: {tmp_path / 'data'}\n"
+        "  use_peft: true\n  lora_r: 4\n  lora_target_modules: [q_proj, v_proj]\n  max_steps: 2\n"
+        "  per_device_train_batch_size: 2\n  report_to: none\n  save_strategy: 'no'\n  bf16: false\n"
+        "  activation_checkpointing: false\n  use_cpu: true\n  intent_loss_weight: 0.5\n")
+    out = tmp_path / "adapter"
+    assert main(["train", "clca", "--config", str(config), "--output_dir", str(out)]) == 0
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
