@@ -17,7 +17,8 @@ from scipy.spatial.distance import jensenshannon
 from culture_align.metric import alignment_math, alignment_metric_path, load_alignment_metric
 
 LN2 = math.log(2.0)
-PROPERTY = settings(max_examples=60, deadline=None)
+# derandomize: CI sees the same examples on every run (a failure is reproducible, never a fluke)
+PROPERTY = settings(max_examples=60, deadline=None, derandomize=True)
 
 
 @pytest.fixture(scope="module")
@@ -343,7 +344,8 @@ def test_prop_permutation_invariant(wm, case):
     base = wm.distribution_scores([q], [p])
     permuted = wm.distribution_scores([[q[i] for i in perm]], [[p[i] for i in perm]])
     assert permuted["kl_divergence"] == pytest.approx(base["kl_divergence"], rel=1e-9, abs=1e-12)
-    assert permuted["js_distance"] == pytest.approx(base["js_distance"], rel=1e-9, abs=1e-12)
+    # sqrt(JSD) magnifies summation-order rounding near 0 (JSD ~ 1e-16 -> distance ~ 1e-8): absolute 1e-7
+    assert permuted["js_distance"] == pytest.approx(base["js_distance"], rel=1e-9, abs=1e-7)
 
 
 @PROPERTY
