@@ -1,15 +1,14 @@
 """Generation backends: one protocol (chats in, texts out) with a persistent cache beneath.
 
-``VLLMBackend`` is imported lazily (``from culture_align.backends import VLLMBackend`` works without vLLM;
-constructing it needs vLLM).
+``TransformersBackend`` and ``VLLMBackend`` are imported lazily: using a server backend loads neither torch
+nor vLLM (``from culture_align.backends import VLLMBackend`` works without vLLM; constructing it needs vLLM).
 """
 
 from typing import Any
 
-from .base import Conversation, GenerationBackend, GenerationParams, Message, request_key
+from .base import Conversation, GenerationBackend, GenerationParams, GenerationStats, Message, request_key
 from .cache import CachedBackend, CompletionCache
 from .openai_compatible import OpenAICompatibleBackend
-from .transformers import GenerationStats, TransformersBackend
 
 __all__ = [
     "CachedBackend",
@@ -27,6 +26,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "TransformersBackend":
+        from .transformers import TransformersBackend
+
+        return TransformersBackend
     if name == "VLLMBackend":
         from .vllm import VLLMBackend
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Message", "Conversation", "GenerationParams", "GenerationBackend", "request_key"]
+__all__ = ["Message", "Conversation", "GenerationParams", "GenerationBackend", "GenerationStats", "request_key"]
 
 Message = dict[str, str]
 """``{"role": "system" | "user" | "assistant", "content": str}``."""
@@ -57,6 +57,33 @@ class GenerationParams:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class GenerationStats:
+    """Counters accumulated over a backend's lifetime.
+
+    Attributes:
+        requests: Completions produced (a conversation with ``n=3`` counts 3).
+        prompt_tokens: Prompt tokens processed (each unique prompt of a batch counted once).
+        generated_tokens: Tokens generated, end-of-turn tokens included.
+        seconds: Wall-clock seconds spent in :meth:`GenerationBackend.generate`.
+        retries: Requests sent again after a transient error (server backends only).
+    """
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    seconds: float = 0.0
+    retries: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens per wall-clock second (0 before any generation)."""
+        return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "tokens_per_second": self.tokens_per_second}
 
 
 def request_key(model_id: str, conversation: Conversation, params: GenerationParams, sample_index: int = 0) -> str:

@@ -23,8 +23,7 @@ from typing import Any
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
-from .base import Conversation, GenerationBackend, GenerationParams, request_key
-from .transformers import GenerationStats
+from .base import Conversation, GenerationBackend, GenerationParams, GenerationStats, request_key
 
 logger = logging.get_logger(__name__)
 

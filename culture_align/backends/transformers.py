@@ -23,7 +23,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -37,7 +37,7 @@ from transformers.generation.logits_process import (
 )
 from transformers.utils import logging
 
-from .base import Conversation, GenerationBackend, GenerationParams, request_key
+from .base import Conversation, GenerationBackend, GenerationParams, GenerationStats, request_key
 
 try:  # optional at runtime: without it, JSON schemas are not enforced (a warning says so)
     import xgrammar
@@ -46,36 +46,9 @@ except Exception:  # pragma: no cover - depends on the environment
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["TransformersBackend", "GenerationStats", "request_seed"]
+__all__ = ["TransformersBackend", "request_seed"]
 
 _MASK64 = (1 << 64) - 1
-
-
-@dataclass
-class GenerationStats:
-    """Counters accumulated over a backend's lifetime.
-
-    Attributes:
-        requests: Completions produced (a conversation with ``n=3`` counts 3).
-        prompt_tokens: Prompt tokens processed (each unique prompt of a batch counted once).
-        generated_tokens: Tokens generated, end-of-turn tokens included.
-        seconds: Wall-clock seconds spent in :meth:`GenerationBackend.generate`.
-        retries: Requests sent again after a transient error (server backends only).
-    """
-
-    requests: int = 0
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    seconds: float = 0.0
-    retries: int = 0
-
-    @property
-    def tokens_per_second(self) -> float:
-        """Generated tokens per wall-clock second (0 before any generation)."""
-        return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "tokens_per_second": self.tokens_per_second}
 
 
 def request_seed(model_id: str, conversation: Conversation, params: GenerationParams, sample_index: int) -> int:
