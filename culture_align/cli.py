@@ -11,16 +11,23 @@ from pathlib import Path
 __all__ = ["main", "build_parser"]
 
 
-_RECIPES = {
-    "clca": ("culture_align.scripts.clca", "generate_main", "train_main"),
+# (command, recipe) -> "module:function" taking the recipe's own argv.
+_RECIPE_ENTRIES = {
+    ("generate", "clca"): "culture_align.scripts.clca:generate_main",
+    ("train", "clca"): "culture_align.scripts.clca:train_main",
 }
+_RECIPES = sorted({recipe for _, recipe in _RECIPE_ENTRIES})
 
 
 def _recipe_entry(recipe: str, command: str):
     import importlib
 
-    module, generate, train = _RECIPES[recipe]
-    return getattr(importlib.import_module(module), generate if command == "generate" else train)
+    target = _RECIPE_ENTRIES.get((command, recipe))
+    if target is None:
+        raise ValueError(f"`{command} {recipe}` does not exist: {command} supports "
+                         f"{', '.join(r for c, r in _RECIPE_ENTRIES if c == command)}")
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def _csv(value: str) -> list[str]:
@@ -92,9 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="eval-output", help="output folder")
 
     for command, what in (("generate", "generate a recipe's training corpus"), ("train", "train an adapter")):
-        recipe = sub.add_parser(command, help=f"{what} (clca); see `culture-align {command} clca --help`",
-                                add_help=False)
-        recipe.add_argument("recipe", choices=sorted(_RECIPES))
+        recipes = sorted(r for c, r in _RECIPE_ENTRIES if c == command)
+        recipe = sub.add_parser(command, help=f"{what} ({', '.join(recipes)}); see `culture-align {command} "
+                                f"<recipe> --help`", add_help=False)
+        recipe.add_argument("recipe", choices=recipes)
         recipe.add_argument("args", nargs=argparse.REMAINDER, help="the recipe's own flags (--config FILE, ...)")
 
     demo = sub.add_parser("demo", help="the embedded model on the bundled catalog, unaware vs. aware")
