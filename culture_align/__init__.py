@@ -29,6 +29,22 @@ _LAZY = {
     "WVSEvaluator": "culture_align.evaluation",
     "EvaluationConfig": "culture_align.evaluation",
     "WVSReport": "culture_align.evaluation",
+    "build_corpus": "culture_align.builders",
+    "push_dataset": "culture_align.hub",
+    "push_adapter": "culture_align.hub",
+    "push_metric": "culture_align.hub",
+    "load_culture_adapters": "culture_align.models",
+    "attach_adapters": "culture_align.models",
+    "SentenceEmbedder": "culture_align.embeddings",
+    "TaskEvaluator": "culture_align.evaluation",
+    "TaskEvaluationConfig": "culture_align.evaluation",
+    "load_tasks": "culture_align.evaluation",
+    "CLCAConfig": "culture_align.trainers",
+    "CLCATrainer": "culture_align.trainers",
+    "CultureSPAConfig": "culture_align.trainers",
+    "CultureSPATrainer": "culture_align.trainers",
+    "CultureLLMConfig": "culture_align.trainers",
+    "CultureLLMTrainer": "culture_align.trainers",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -1,4 +1,5 @@
-"""The ``culture-align`` command line: ``eval``, ``generate <recipe>``, ``train <recipe>`` and ``demo``."""
+"""The ``culture-align`` command line: ``eval``, ``eval-tasks``, ``generate <recipe>``, ``train <recipe>``,
+``merge-shards`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ __all__ = ["main", "build_parser"]
 _RECIPE_ENTRIES = {
     ("generate", "clca"): "culture_align.scripts.clca:generate_main",
     ("train", "clca"): "culture_align.scripts.clca:train_main",
+    ("train", "culturespa"): "culture_align.scripts.adapter_training:train_culturespa_main",
+    ("train", "culturellm"): "culture_align.scripts.adapter_training:train_culturellm_main",
+    ("generate", "culturellm"): "culture_align.scripts.culturellm:generate_main",
+    ("generate", "culturespa"): "culture_align.scripts.culturespa:generate_main",
 }
 _RECIPES = sorted({recipe for _, recipe in _RECIPE_ENTRIES})
 
@@ -79,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="score a model against human WVS answer distributions")
     ev.add_argument("--model", default="smollm2-135m-instruct", help="HF id, local path or embedded alias")
     ev.add_argument("--adapter", help="a PEFT adapter folder or Hub id to load on the model")
+    ev.add_argument("--adapters-dir", help="a folder of culture adapters (output of `train culturespa|culturellm`):"
+                    " each culture is scored with its own adapter, switched without reloading the model")
     ev.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
                     help="weights dtype (default: bfloat16 on GPU, float32 on CPU)")
     _add_data_args(ev)
@@ -98,12 +105,42 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--plot-item", help="item whose distributions are plotted")
     ev.add_argument("--out", default="eval-output", help="output folder")
 
+    et = sub.add_parser("eval-tasks", help="macro-F1 on downstream culture classification tasks")
+    et.add_argument("--tasks", required=True, help="a tasks.json index or a YAML file declaring the tasks")
+    et.add_argument("--task", type=_csv, help="task names to run, comma-separated (default: all)")
+    et.add_argument("--model", default="smollm2-135m-instruct", help="HF id, local path or embedded alias")
+    et.add_argument("--adapter", action="append", default=[], metavar="[ISO3=]PATH",
+                    help="a PEFT adapter for every task (PATH) or for one culture's tasks (ISO3=PATH); repeatable")
+    et.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                    help="weights dtype (default: bfloat16 on GPU, float32 on CPU)")
+    et.add_argument("--setting", type=_csv, default=["plain", "culture-aware"],
+                    help="comma-separated: plain, culture-aware, or template files")
+    et.add_argument("--max-examples", type=int, help="examples per task at most (default: all)")
+    et.add_argument("--subsample", choices=["stratified", "random"], default="stratified")
+    et.add_argument("--seed", type=int, default=0)
+    et.add_argument("--batch-size", type=int, default=16)
+    et.add_argument("--out", default="eval-tasks-output", help="output folder")
+
     for command, what in (("generate", "generate a recipe's training corpus"), ("train", "train an adapter")):
         recipes = sorted(r for c, r in _RECIPE_ENTRIES if c == command)
         recipe = sub.add_parser(command, help=f"{what} ({', '.join(recipes)}); see `culture-align {command} "
                                 f"<recipe> --help`", add_help=False)
         recipe.add_argument("recipe", choices=recipes)
         recipe.add_argument("args", nargs=argparse.REMAINDER, help="the recipe's own flags (--config FILE, ...)")
+
+    merge = sub.add_parser("merge-shards", help="join the run folders of a sharded `generate` (all N shards) into "
+                           "one dataset: no row lost, none repeated")
+    merge.add_argument("folders", nargs="+", help="one run folder per shard (with shard.json and dataset/)")
+    merge.add_argument("--out", required=True, help="output folder: dataset/, stats.json, cache.jsonl")
+
+    push = sub.add_parser("push", help="publish on the Hub; see `culture-align push dataset|adapter|metric --help`",
+                          add_help=False)
+    push.add_argument("what", choices=["dataset", "adapter", "metric"])
+    push.add_argument("args", nargs=argparse.REMAINDER, help="its own arguments")
+    build = sub.add_parser("build-dataset", help="build a corpus into a folder in Hub layout (Parquet + card); see "
+                           "`culture-align build-dataset <builder> --help`", add_help=False)
+    build.add_argument("builder", help="wvs, clca_dialogues, culturespa_qa or culturellm_augmented")
+    build.add_argument("args", nargs=argparse.REMAINDER, help="its own arguments (--source, --out, ...)")
 
     demo = sub.add_parser("demo", help="the embedded model on the bundled catalog, unaware vs. aware")
     demo.add_argument("--model", default="smollm2-135m-instruct")
@@ -117,21 +154,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_eval(args: argparse.Namespace) -> int:
     from .evaluation import EvaluationConfig, SamplingParams, WVSEvaluator
-    from .models import load_model_and_tokenizer
+    from .models import load_culture_adapters, load_model_and_tokenizer
 
     wvs = _load_data(args)
     if wvs is None:
         raise SystemExit("eval needs human data: --wvs, --distributions or --wvs-csv")
     model, tokenizer = load_model_and_tokenizer(args.model, adapter=args.adapter, dtype=args.dtype)
+    adapters = None
+    if args.adapters_dir:
+        if args.adapter:
+            raise ValueError("use either --adapter or --adapters-dir")
+        model, adapters = load_culture_adapters(model, args.adapters_dir, cultures=args.cultures)
+        if args.cultures is None and "*" not in adapters:  # default: the cultures that have an adapter
+            args.cultures = sorted(c for c in adapters if c in wvs.cultures)
     config = EvaluationConfig(
         settings=args.setting, mode=args.mode, items=args.items, exclude_items=args.exclude_items,
+        adapters=adapters,
         batch_size=args.batch_size, num_personas=args.num_personas, seed=args.seed,
         sampling=SamplingParams(num_samples=args.samples, temperature=args.temperature, top_p=args.top_p,
                                 max_new_tokens=args.max_new_tokens, seed=args.seed),
     )
-    name = args.model + (f" + {args.adapter}" if args.adapter else "")
+    name = args.model + (f" + {args.adapter or args.adapters_dir}" if args.adapter or args.adapters_dir else "")
     report = WVSEvaluator(model, tokenizer, wvs, cultures=args.cultures, config=config,
                           model_name=name).evaluate(args.out, plot_item=args.plot_item)
+    print(report.to_markdown())
+    print(f"Written to {args.out} ({report.seconds:.1f} s)")
+    return 0
+
+
+def _run_eval_tasks(args: argparse.Namespace) -> int:
+    from .cultures import CULTURES
+    from .evaluation import TaskEvaluationConfig, TaskEvaluator, attach_adapters, load_tasks
+    from .models import load_model_and_tokenizer
+
+    tasks = load_tasks(args.tasks, names=args.task)
+    adapter_dirs = {}
+    for spec in args.adapter:
+        key, sep, folder = spec.partition("=")
+        key, folder = (key.strip().upper(), folder) if sep and key.strip().upper() in CULTURES else ("*", spec)
+        adapter_dirs[key] = folder
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
+    adapters = None
+    if adapter_dirs:
+        model, adapters = attach_adapters(model, adapter_dirs)
+    config = TaskEvaluationConfig(settings=args.setting, max_examples=args.max_examples, subsample=args.subsample,
+                                  seed=args.seed, batch_size=args.batch_size, adapters=adapters)
+    name = args.model + "".join(f" + {k}={v}" for k, v in adapter_dirs.items())
+    report = TaskEvaluator(model, tokenizer, tasks, config, model_name=name).evaluate(args.out)
     print(report.to_markdown())
     print(f"Written to {args.out} ({report.seconds:.1f} s)")
     return 0
@@ -142,8 +211,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "eval":
             return _run_eval(args)
+        if args.command == "eval-tasks":
+            return _run_eval_tasks(args)
         if args.command in ("generate", "train"):
             return _recipe_entry(args.recipe, args.command)(args.args)
+        if args.command == "merge-shards":
+            from .recipes.sharding import merge_shards
+
+            corpus = merge_shards(args.folders, output_dir=args.out)
+            rows = ", ".join(f"{name}: {len(split)}" for name, split in corpus.items())
+            print(f"merged {len(args.folders)} shards ({rows}) -> {Path(args.out) / 'dataset'}")
+            return 0
+        if args.command == "push":
+            from .scripts.hub import push_main
+
+            return push_main([args.what, *args.args])
+        if args.command == "build-dataset":
+            from .scripts.hub import build_dataset_main
+
+            return build_dataset_main([args.builder, *args.args])
         if args.command == "demo":
             from .demo import run_demo
 

@@ -70,7 +70,8 @@ class SentenceEmbedder:
         self.model_name = model_name_or_path or DEFAULT_EMBEDDING_MODEL
         self.model = SentenceTransformer(resolve_embedding_model(model_name_or_path), device=device)
         self.batch_size = batch_size
-        self.dimension = int(self.model.get_sentence_embedding_dimension() or 0)
+        dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dimension = int(dimension() or 0)
         self.stats = EmbeddingStats()
         self._cache: dict[str, np.ndarray] = {}
 

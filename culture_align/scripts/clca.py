@@ -19,34 +19,22 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import load_config_section, parse_dataclasses
+from .config import dataclass_from_dict, load_config_section, load_training_dataset, parse_dataclasses
 
 __all__ = ["generate_main", "train_main", "TrainScriptArguments", "pipeline_config_from_dict"]
 
 
 def pipeline_config_from_dict(values: dict[str, Any]):
     """A :class:`CLCAPipelineConfig` from plain values (``*_params`` given as dicts of GenerationParams fields)."""
-    from ..backends.base import GenerationParams
     from ..recipes.clca import CLCAPipelineConfig
 
-    names = {f.name: f for f in dataclasses.fields(CLCAPipelineConfig)}
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ValueError(f"unknown CLCA pipeline settings: {', '.join(unknown)}")
-    kwargs = {}
-    for key, value in values.items():
-        default = names[key].default
-        if isinstance(default, GenerationParams) and isinstance(value, dict):
-            value = dataclasses.replace(default, **value)
-        kwargs[key] = value
-    return CLCAPipelineConfig(**kwargs)
+    return dataclass_from_dict(CLCAPipelineConfig, values, "CLCA pipeline")
 
 
 def generate_main(argv: Sequence[str] | None = None) -> int:
@@ -60,6 +48,9 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-scenarios", type=int)
     parser.add_argument("--max-turns", type=int)
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--num-shards", type=int, help="split the seed scenarios over N workers (default 1)")
+    parser.add_argument("--shard-index", type=int, help="the shard this worker generates, in [0, N); it runs in "
+                        "<output-dir>/shard-<index>-of-<N> (join them with `culture-align merge-shards`)")
     args = parser.parse_args(argv)
 
     from ..backends.factory import backend_from_config
@@ -73,18 +64,26 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
     section.pop("output_dir", None)
     specs = {role: section.pop(role, None) for role in ("roleplay", "judge", "annotator")}
     for flag, key in (("cultures", "cultures"), ("num_scenarios", "num_scenarios"), ("max_turns", "max_turns"),
-                      ("seed", "seed")):
+                      ("seed", "seed"), ("num_shards", "num_shards"), ("shard_index", "shard_index")):
         if getattr(args, flag) is not None:
             section[key] = getattr(args, flag)
     config = pipeline_config_from_dict(section)
+    run_dir = Path(output_dir)
+    if config.num_shards > 1:
+        from ..recipes.sharding import shard_folder_name
+
+        run_dir = run_dir / shard_folder_name(config.shard_index, config.num_shards)
     teacher = backend_from_config(teacher_spec)
     built = {role: backend_from_config(spec) if spec else None for role, spec in specs.items()}
     corpus = CLCAPipeline(teacher, roleplay=built["roleplay"], judge=built["judge"],
-                          annotator=built["annotator"], config=config).run(output_dir)
-    stats = json.loads((Path(output_dir) / "stats.json").read_text())
+                          annotator=built["annotator"], config=config).run(run_dir)
+    stats = json.loads((run_dir / "stats.json").read_text())
     print(json.dumps(stats.get("counts", {}), indent=2))
     print(f"{len(corpus['dialogues'])} dialogues, {len(corpus['train'])} training conversations, "
-          f"{len(corpus['rejections'])} rejections -> {Path(output_dir) / 'dataset'}")
+          f"{len(corpus['rejections'])} rejections -> {run_dir / 'dataset'}")
+    if config.num_shards > 1:
+        print(f"shard {config.shard_index} of {config.num_shards} done; once all are: culture-align merge-shards "
+              f"{Path(output_dir) / 'shard-*'} --out {output_dir}")
     return 0
 
 
@@ -98,23 +97,6 @@ class TrainScriptArguments:
     dataset_split: str = field(default="train", metadata={"help": "Split to train on."})
     eval_fraction: float = field(default=0.0, metadata={
         "help": "Share of the training conversations held out for evaluation (by dialogue, 0 = none)."})
-
-
-def load_training_dataset(path: str, split: str = "train"):
-    """The training split from a saved DatasetDict folder, a data file, or a Hub dataset id."""
-    import datasets
-
-    p = Path(path)
-    if p.is_dir() and (p / "dataset_dict.json").is_file():
-        return datasets.load_from_disk(str(p))[split]
-    if p.is_dir() and (p / "dataset_info.json").is_file():
-        return datasets.load_from_disk(str(p))
-    if p.is_file():
-        kind = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}.get(p.suffix)
-        if kind is None:
-            raise ValueError(f"{p}: unsupported dataset file type {p.suffix!r}")
-        return datasets.load_dataset(kind, data_files=str(p), split="train")
-    return datasets.load_dataset(path, split=split)
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:

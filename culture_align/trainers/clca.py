@@ -30,6 +30,8 @@ from trl.data_utils import common_prefix_length, get_dataset_column_names, pack_
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from trl.trainer.utils import global_then_local_main_first, pad
 
+from ..hub import write_trainer_model_card
+
 logger = logging.get_logger(__name__)
 
 __all__ = ["CLCA_TASKS", "CLCAConfig", "CLCATrainer", "DataCollatorForCLCA", "tokenize_conversation"]
@@ -320,6 +322,9 @@ class CLCATrainer(SFTTrainer):
                 raise ValueError(f"CLCATrainer does not support `{unsupported}`; subclass it and override instead.")
         if args.label_smoothing_factor > 0:
             raise ValueError("CLCATrainer does not support `label_smoothing_factor`.")
+        # For the model card: the cultures trained for (read before tokenisation drops the column)
+        self.cultures = (sorted(set(train_dataset["culture"])) if isinstance(train_dataset, Dataset)
+                         and "culture" in train_dataset.column_names else [])
 
         super().__init__(
             model,
@@ -544,6 +549,21 @@ class CLCATrainer(SFTTrainer):
                 self._metrics["train"][f"loss_{task}"].append(self._step_task_loss[k] / self._step_task_tokens[k])
         self._step_task_loss = [0.0] * len(CLCA_TASKS)
         self._step_task_tokens = [0.0] * len(CLCA_TASKS)
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None, report=None, **kwargs):
+        """
+        Write the culture-align model card (base model, data, CLCA settings, LoRA settings and, given a `report` from
+        `WVSEvaluator`, the per-culture WVS results as model-index metadata) to `args.output_dir/README.md`, in place
+        of TRL's. `trainer.push_to_hub(report=report)` passes the report through.
+        """
+        write_trainer_model_card(self, recipe="clca", model_name=model_name, dataset_name=dataset_name, tags=tags,
+                                 report=report, cultures=self.cultures)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """Save the model (PEFT writes its generic card) and then our model card beside it."""
+        super().save_model(output_dir, _internal_call)
+        if not _internal_call:  # `push_to_hub` and checkpoints call `create_model_card` themselves
+            write_trainer_model_card(self, recipe="clca", output_dir=output_dir, cultures=self.cultures)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.model.training:  # `Trainer` logs after the last micro-batch of a step

@@ -18,14 +18,16 @@ Outputs in ``output_dir``: ``dataset/`` (``DatasetDict.save_to_disk``: ``dialogu
 ``rejections``; replaced atomically), ``stats.json`` (counts per stage, drop reasons, turns per dialogue,
 malformed / impersonation counts, cache hits and misses, tokens generated when the backend counts them, wall
 time per stage) and ``cache.jsonl``.
+
+Sharding (``num_shards`` > 1): the run covers shard ``shard_index`` of the seed scenarios (see
+:mod:`culture_align.recipes.sharding`), writes ``shard.json`` and names its cache ``cache-<index>-of-<n>.jsonl``;
+:func:`~culture_align.recipes.sharding.merge_shards` joins the N finished folders.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -40,6 +42,8 @@ from ...backends.cache import CachedBackend, CompletionCache
 from ...culture_profiles import CultureProfile, get_culture_profile, load_culture_profiles
 from ...cultures import Culture, resolve_cultures
 from ...prompts.clca import PROMPT_VERSION
+from ..sharding import ShardManifest, shard_dataset
+from ..storage import save_dataset_atomically, write_json_atomically
 from .intents import DEFAULT_INTENT_PARAMS, annotate_intents
 from .judge import DEFAULT_JUDGE_PARAMS, DropRule, DropRuleLike, judge_dialogues
 from .roleplay import DEFAULT_ROLEPLAY_PARAMS, run_roleplay
@@ -97,6 +101,10 @@ class CLCAPipelineConfig:
         "help": "Cache misses go to a backend in chunks of this many requests (a killed run loses at most one "
                 "chunk); each role-play turn is one call as long as fewer dialogues are running."})
     show_progress: bool = field(default=True, metadata={"help": "Show a progress bar per stage."})
+    num_shards: int = field(default=1, metadata={
+        "help": "Split the seed scenarios over this many workers (each runs one shard in its own folder; "
+                "`culture-align merge-shards` joins them)."})
+    shard_index: int = field(default=0, metadata={"help": "The shard this run generates, in [0, num_shards)."})
 
     def __post_init__(self) -> None:
         if isinstance(self.cultures, str):
@@ -105,6 +113,9 @@ class CLCAPipelineConfig:
             raise ValueError(f"need max_turns >= 1 and min_turns >= 0, got {self.max_turns}, {self.min_turns}")
         if self.num_scenarios is not None and self.num_scenarios < 1:
             raise ValueError(f"num_scenarios must be >= 1 or None, got {self.num_scenarios}")
+        if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
+            raise ValueError(f"need num_shards >= 1 and 0 <= shard_index < num_shards, got {self.num_shards}, "
+                             f"{self.shard_index}")
 
     def stage_params(self, params: GenerationParams) -> GenerationParams:
         return replace(params, seed=self.seed)
@@ -167,7 +178,16 @@ class CLCAPipeline:
         cfg = self.config
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        cache = CompletionCache(out / "cache.jsonl")
+        seeds = load_seed_scenarios(cfg.scenario_file)
+        if cfg.num_scenarios is not None:
+            seeds = seeds.select(range(min(cfg.num_scenarios, len(seeds))))
+        cache_file = "cache.jsonl"
+        if cfg.num_shards > 1:
+            manifest = ShardManifest.for_shard("clca", seeds["id"], cfg.num_shards, cfg.shard_index,
+                                               self._shard_settings())
+            manifest.save(out)  # claims the folder (refuses one holding another shard) before any generation
+            seeds, cache_file = shard_dataset(seeds, cfg.num_shards, cfg.shard_index), manifest.cache_file
+        cache = CompletionCache(out / cache_file)
         wrapped: dict[int, CachedBackend] = {}
 
         def cached(backend: GenerationBackend) -> CachedBackend:
@@ -201,9 +221,6 @@ class CLCAPipeline:
             logger.info(f"CLCA {name}: {result.stats}")
             return result
 
-        seeds = load_seed_scenarios(cfg.scenario_file)
-        if cfg.num_scenarios is not None:
-            seeds = seeds.select(range(min(cfg.num_scenarios, len(seeds))))
         scenarios = stage("scenarios", adapt_scenarios, seeds, self.cultures, teacher,
                           cfg.stage_params(cfg.scenario_params), **common)
         dialogues = stage("roleplay", run_roleplay, scenarios.dataset, agent1, agent2,
@@ -233,10 +250,22 @@ class CLCAPipeline:
         if any(g is not None for g in generated):  # only when the backends count tokens
             stats["tokens_generated"] = sum(g for g in generated if g is not None)
         stats["seconds"] = round(time.perf_counter() - run_start, 3)
-        _save_atomically(corpus, out / "dataset")
-        _write_json_atomically(stats, out / "stats.json")
+        save_dataset_atomically(corpus, out / "dataset")
+        write_json_atomically(stats, out / "stats.json")
         self.stats = stats
         return corpus
+
+    def _shard_settings(self) -> dict[str, Any]:
+        """What every shard of a run must share: the config (but the shard index and settings that do not change
+        the data), the cultures and the backends' model ids."""
+        config = {k: v for k, v in self.config.to_dict().items()
+                  if k not in ("shard_index", "show_progress", "cache_chunk_size")}
+        rule = self.config.drop_rule
+        if not isinstance(rule, DropRule):  # a function's repr holds its address, which differs between workers
+            config["drop_rule"] = f"{getattr(rule, '__module__', '')}.{getattr(rule, '__qualname__', type(rule))}"
+        models = {"teacher": self.teacher.model_id, "agents": [a.model_id for a in self.agents],
+                  "judge": self.judge.model_id, "annotator": self.annotator.model_id}
+        return {"config": config, "cultures": [c.iso3 for c in self.cultures], "models": models}
 
 
 def _summary(seeds, final, train, rejections, roleplay: StageResult) -> dict[str, Any]:
@@ -278,22 +307,3 @@ def _stats_delta(before: dict[str, dict | None], backends: dict[str, GenerationB
         if delta:
             out[role] = delta
     return out
-
-
-def _save_atomically(corpus: datasets.DatasetDict, target: Path) -> None:
-    """Write to a temporary folder, then swap it in: a kill leaves the old dataset or the new one."""
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    # An empty split needs one (empty) shard: with none, datasets cannot load it back.
-    corpus.save_to_disk(str(tmp), num_shards={name: 1 for name, split in corpus.items() if len(split) == 0})
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_json_atomically(data: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

@@ -1,0 +1,390 @@
+"""The dataset builders of the corpora: find them, run them, and write their output in Hub layout.
+
+The builders themselves live in the repository's top-level ``dataset_builders/`` folder, one module per corpus
+(``wvs``, ``clca_dialogues``, ``culturespa_qa``, ``culturellm_augmented``), each a
+:class:`datasets.GeneratorBasedBuilder` subclass of :class:`CorpusBuilder`. The wheel ships the folder as package
+data under ``culture_align/_dataset_builders`` (in a checkout that is a symlink to ``../dataset_builders``), so
+:func:`load_builder_class` finds them from a checkout or an installed package alike.
+
+``datasets`` 4+ runs no loading scripts: a builder is used from Python, and what goes to the Hub is Parquet plus
+a dataset card. :func:`build_corpus` does that::
+
+    from culture_align.builders import build_corpus
+
+    folder = build_corpus("clca_dialogues", source="runs/clca-data", output_dir="hub/clca-dialogues")
+    datasets.load_dataset(str(folder), "dialogues")          # the same splits and features as the builder
+
+The output folder holds ``README.md`` (the card: YAML metadata with ``configs`` and ``dataset_info``, then a
+description of every field, how the data was made, limitations) and ``<config>/<split>-NNNNN-of-NNNNN.parquet``.
+:func:`culture_align.hub.push_dataset` uploads it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+__all__ = [
+    "BUILDER_NAMES",
+    "CorpusCard",
+    "CorpusConfig",
+    "CorpusBuilder",
+    "RunFolderBuilder",
+    "dataset_builders_path",
+    "load_builder_class",
+    "build_corpus",
+    "size_category",
+]
+
+BUILDER_NAMES = ("wvs", "clca_dialogues", "culturespa_qa", "culturellm_augmented")
+"""The corpora with a builder, by module name in ``dataset_builders/``."""
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What a builder declares
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CorpusCard:
+    """The fixed part of a corpus' dataset card, declared by its builder class.
+
+    Attributes:
+        pretty_name: Title of the card.
+        summary: One or two paragraphs: what the corpus is and what it is for (markdown).
+        license: Hub license id (``"apache-2.0"``, ``"other"``, ...).
+        task_categories: Hub task categories (``"text-generation"``, ``"multiple-choice"``, ...).
+        fields: ``{config: {field: description}}``: every column of every config, nested fields as dotted
+            paths (``"turns.speaker"``); :func:`build_corpus` refuses a card with an undocumented field.
+        limitations: Known limitations and biases (markdown).
+        source_and_terms: Where the data comes from and its terms of use (markdown; may be empty).
+        language: Hub language codes.
+        tags: Extra Hub tags (``culture-align`` is always added).
+        license_name, license_link: For ``license="other"``: the licence's name and where to read it.
+        citation: BibTeX of the method or data.
+    """
+
+    pretty_name: str
+    summary: str
+    license: str
+    task_categories: tuple[str, ...]
+    fields: Mapping[str, Mapping[str, str]]
+    limitations: str
+    source_and_terms: str = ""
+    language: tuple[str, ...] = ("en",)
+    tags: tuple[str, ...] = ()
+    license_name: str | None = None
+    license_link: str | None = None
+    citation: str = ""
+
+
+@dataclass
+class CorpusConfig(datasets.BuilderConfig):
+    """A :class:`datasets.BuilderConfig` with the data the corpus is built from.
+
+    Attributes:
+        source: The user's input: a recipe run folder (``<run>/dataset`` + ``<run>/stats.json``) or, for
+            ``wvs``, any source :func:`culture_align.wvs.load_wvs` reads. Required to build.
+    """
+
+    source: str | None = None
+
+
+class CorpusBuilder(datasets.GeneratorBasedBuilder):
+    """Base of the corpus builders: a :class:`datasets.GeneratorBasedBuilder` that also describes itself for
+    its dataset card.
+
+    Subclasses set ``BUILDER_CONFIGS`` (one :class:`CorpusConfig` per published table), ``CARD`` (a
+    :class:`CorpusCard`) and implement ``_info``, ``_split_generators`` and ``_generate_examples`` as any
+    ``datasets`` builder; they may override :meth:`card_provenance` (how this copy of the data was made).
+    """
+
+    BUILDER_CONFIG_CLASS = CorpusConfig
+    CARD: CorpusCard
+    PRIVATE_BY_DEFAULT: bool = False
+    """Whether :func:`culture_align.hub.push_dataset` creates a private repo unless told otherwise."""
+
+    @property
+    def source(self) -> Path:
+        """The configured source as a path (raises a clear error when none was given)."""
+        if not self.config.source:
+            raise ValueError(f"the {self.name} builder needs a source: "
+                             f"{type(self).__name__}(config_name=..., source=<path>)")
+        return Path(self.config.source)
+
+    def card_provenance(self) -> str:
+        """Markdown: how this copy of the corpus was made (models, settings, counts). Empty by default."""
+        return ""
+
+    @staticmethod
+    def keyed(rows: Iterable[Mapping[str, Any]], key_of, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(key, row)`` pairs with ``key = key_of(row)``; a repeated key raises, naming ``where``.
+
+        ``datasets`` 5 no longer checks example keys, so the builders check theirs: a key must identify one
+        record, stably across builds.
+        """
+        seen: set[str] = set()
+        for row in rows:
+            key = str(key_of(row))
+            if key in seen:
+                raise ValueError(f"{where}: two records have the key {key!r}")
+            seen.add(key)
+            yield key, dict(row)
+
+
+class RunFolderBuilder(CorpusBuilder):
+    """A builder over a recipe run folder: ``<run>/dataset`` (a ``DatasetDict`` saved with ``save_to_disk``)
+    and ``<run>/stats.json`` (run statistics with the ``config``, ``models``, ``cultures`` and ``counts``).
+
+    Each config is one split of the saved ``DatasetDict`` (a config per table, since tables differ in columns),
+    published as the config's ``train`` split. ``SPLIT_FEATURES`` declares the features of each table; the saved
+    table must have exactly them. ``KEY_COLUMN`` gives each record's stable key (repeats of the same id, as in
+    rejection tables, get ``#2``, ``#3``... in table order).
+    """
+
+    SPLIT_FEATURES: Mapping[str, datasets.Features] = {}
+    KEY_COLUMN = "id"
+    RECIPE = ""
+
+    def _info(self) -> datasets.DatasetInfo:
+        return datasets.DatasetInfo(description=self.config.description or "",
+                                    features=self.SPLIT_FEATURES[self.config.name],
+                                    citation=self.CARD.citation, license=self.CARD.license)
+
+    def run_stats(self) -> dict[str, Any]:
+        """The run's ``stats.json`` (empty when the run has none)."""
+        path = self.source / "stats.json"
+        if not path.is_file():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+
+    def load_table(self) -> datasets.Dataset:
+        """The saved table of this config, checked against the declared features."""
+        folder = self.source / "dataset"
+        if not (folder / "dataset_dict.json").is_file():
+            raise FileNotFoundError(f"{self.source}: not a {self.RECIPE} run folder (no dataset/dataset_dict.json; "
+                                    "it is written when the pipeline finishes)")
+        splits = json.loads((folder / "dataset_dict.json").read_text()).get("splits", [])
+        if self.config.name not in splits:
+            raise ValueError(f"{folder}: no {self.config.name!r} split (has {', '.join(splits)})")
+        expected = self.info.features
+        split_folder = folder / self.config.name
+        state = json.loads((split_folder / "state.json").read_text())
+        if not state.get("_data_files"):  # `save_to_disk` of an empty table writes no file `load_from_disk` reads
+            saved = datasets.DatasetInfo.from_directory(str(split_folder)).features or expected
+            table = datasets.Dataset.from_dict({k: [] for k in saved}, features=saved)
+        else:
+            table = datasets.load_from_disk(str(split_folder))
+        if table.features != expected:
+            missing = sorted(set(expected) - set(table.features))
+            extra = sorted(set(table.features) - set(expected))
+            detail = (f"missing columns {missing}, unexpected columns {extra}" if missing or extra
+                      else "same columns, different types")
+            try:
+                table = table.cast(expected)
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"{folder}/{self.config.name}: the saved table does not have the features of a "
+                                 f"{self.RECIPE} {self.config.name} table ({detail}): {err}") from None
+        return table
+
+    def _split_generators(self, dl_manager) -> list[datasets.SplitGenerator]:
+        return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"table": self.load_table()})]
+
+    def _generate_examples(self, table: datasets.Dataset) -> Iterator[tuple[str, dict[str, Any]]]:
+        occurrences: dict[str, int] = {}
+
+        def key_of(row: Mapping[str, Any]) -> str:
+            base = str(row[self.KEY_COLUMN])
+            occurrences[base] = occurrences.get(base, 0) + 1
+            return base if occurrences[base] == 1 else f"{base}#{occurrences[base]}"
+
+        yield from self.keyed(table, key_of, f"{self.source}/dataset/{self.config.name}")
+
+    def card_provenance(self) -> str:
+        return run_provenance(self.run_stats(), self.RECIPE)
+
+
+def run_provenance(stats: Mapping[str, Any], recipe: str) -> str:
+    """Markdown of a run's ``stats.json``: models per role, cultures, counts, drop reasons, settings."""
+    if not stats:
+        return f"Made with the culture-align {recipe} pipeline (the run folder had no stats.json)."
+    lines = [f"Made with the culture-align `{recipe}` pipeline."]
+    models = stats.get("models") or {}
+    if models:
+        lines += ["", "Models, by role:", ""]
+        for role, model in models.items():
+            shown = ", ".join(f"`{m}`" for m in model) if isinstance(model, list) else f"`{model}`"
+            lines.append(f"- {role}: {shown}")
+    if stats.get("cultures"):
+        lines += ["", f"Cultures (ISO3): {', '.join(stats['cultures'])}."]
+    for title, key in (("Counts", "counts"), ("Reasons records were dropped", "drop_reasons")):
+        if stats.get(key):
+            lines += ["", f"{title}:", "", "```json", json.dumps(stats[key], indent=2, sort_keys=False), "```"]
+    if stats.get("config"):
+        lines += ["", "Pipeline settings:", "", "```json", json.dumps(stats["config"], indent=2, default=str), "```"]
+    if stats.get("seconds") is not None:
+        lines += ["", f"Wall time: {stats['seconds']} s."]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Finding the builders
+# ----------------------------------------------------------------------------------------------------------
+
+
+def dataset_builders_path() -> Path:
+    """The folder holding the builder modules, as an absolute path.
+
+    Looks in the installed package data (``culture_align/_dataset_builders``) first, then in the top-level
+    ``dataset_builders`` of a source checkout. Raises ``FileNotFoundError`` when neither has them.
+    """
+    candidates = (_PACKAGE_DIR / "_dataset_builders", _PACKAGE_DIR.parent / "dataset_builders")
+    for folder in candidates:
+        if (folder / f"{BUILDER_NAMES[0]}.py").is_file():
+            return folder.resolve()
+    raise FileNotFoundError(f"the dataset builders were not found in any of {[str(c) for c in candidates]}; "
+                            "reinstall culture-align")
+
+
+def load_builder_class(name: str) -> type[CorpusBuilder]:
+    """The :class:`CorpusBuilder` subclass of corpus ``name`` (one of :data:`BUILDER_NAMES`).
+
+    The module is imported from :func:`dataset_builders_path` as ``culture_align_dataset_builders.<name>``.
+    """
+    if name not in BUILDER_NAMES:
+        raise ValueError(f"unknown dataset builder {name!r}; choose one of {', '.join(BUILDER_NAMES)}")
+    module_name = f"culture_align_dataset_builders.{name}"
+    module = sys.modules.get(module_name)
+    if module is None:
+        path = dataset_builders_path() / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
+    found = [obj for obj in vars(module).values() if isinstance(obj, type) and issubclass(obj, CorpusBuilder)
+             and obj.__module__ == module_name]
+    if len(found) != 1:
+        raise ImportError(f"{module.__file__}: expected exactly one CorpusBuilder subclass, found {len(found)}")
+    return found[0]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Building to Hub layout
+# ----------------------------------------------------------------------------------------------------------
+
+_SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
+
+
+def size_category(num_rows: int) -> str:
+    """The Hub's ``size_categories`` value for a dataset of ``num_rows`` rows (largest config)."""
+    for limit, name in _SIZE_CATEGORIES:
+        if num_rows < limit:
+            return name
+    return "n>1B"
+
+
+@dataclass
+class BuiltConfig:
+    """One built config: its ``DatasetInfo`` (features, split sizes), its Parquet files per split (paths
+    relative to the output folder, ``<config>/<split>-00000-of-00001.parquet``) and the splits left out because
+    they had no rows."""
+
+    info: datasets.DatasetInfo
+    files: dict[str, list[str]] = field(default_factory=dict)
+    empty_splits: list[str] = field(default_factory=list)
+
+
+def build_corpus(
+    builder: str | type[CorpusBuilder],
+    source: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    configs: Sequence[str] | None = None,
+    max_shard_size: str | int | None = "500MB",
+    **config_kwargs: Any,
+) -> Path:
+    """Build every config of a corpus from ``source`` into ``output_dir`` in Hub layout: Parquet files and a
+    dataset card (validated with ``huggingface_hub``'s card classes).
+
+    Args:
+        builder: A name in :data:`BUILDER_NAMES` or a :class:`CorpusBuilder` subclass.
+        source: The run folder (or WVS source) the builder reads.
+        output_dir: Folder to write (created; the config folders it builds and ``README.md`` are replaced).
+        configs: Configs to build (default: all of the builder's).
+        max_shard_size: Largest Parquet file before a split is sharded.
+        **config_kwargs: More fields of the builder's config (e.g. ``questions=`` for ``wvs``).
+
+    Returns:
+        ``output_dir`` as a ``Path``. A split with no rows is left out (``datasets`` cannot load an empty
+        Parquet split) and named in the card; a config with no rows at all is left out entirely.
+    """
+    from .hub import corpus_card  # the card is rendered with the other Hub cards
+
+    cls = load_builder_class(builder) if isinstance(builder, str) else builder
+    known = [c.name for c in cls.BUILDER_CONFIGS]
+    names = list(configs) if configs else known
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no config {unknown}; configs: {', '.join(known)}")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    built: dict[str, BuiltConfig] = {}
+    provenance = ""
+    with tempfile.TemporaryDirectory(prefix="culture-align-build-") as tmp:
+        for name in names:
+            instance = cls(config_name=name, source=str(source), cache_dir=str(Path(tmp) / "cache"),
+                           dataset_name=cls.__module__.rsplit(".", 1)[-1], **config_kwargs)
+            prepared = Path(tmp) / name
+            instance.download_and_prepare(output_dir=str(prepared), file_format="parquet",
+                                          max_shard_size=max_shard_size, download_mode="force_redownload")
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
+            built[name] = _move_parquet(instance, prepared, out, name)
+            provenance = provenance or instance.card_provenance()
+    card = corpus_card(cls, built, provenance=provenance)
+    card.save(out / "README.md")
+    logger.info(f"built {cls.__name__} ({', '.join(names)}) from {source} into {out}")
+    return out
+
+
+def _move_parquet(builder: CorpusBuilder, prepared: Path, out: Path, config: str) -> BuiltConfig:
+    """Move the Parquet shards ``download_and_prepare`` wrote to ``out/<config>/<split>-K-of-N.parquet``."""
+    result = BuiltConfig(info=builder.info)
+    for split, split_info in builder.info.splits.items():
+        if not split_info.num_examples:
+            result.empty_splits.append(split)
+            continue
+        shards = sorted(prepared.glob(f"{builder.name}-{split}.parquet")) or sorted(
+            prepared.glob(f"{builder.name}-{split}-*.parquet"))
+        if not shards:
+            raise FileNotFoundError(f"{prepared}: datasets wrote no Parquet file for split {split!r}")
+        (out / config).mkdir(parents=True, exist_ok=True)
+        result.files[split] = []
+        for k, shard in enumerate(shards):
+            relative = f"{config}/{split}-{k:05d}-of-{len(shards):05d}.parquet"
+            shutil.move(str(shard), out / relative)
+            result.files[split].append(relative)
+    return result

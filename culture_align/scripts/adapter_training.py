@@ -1,0 +1,102 @@
+"""`culture-align train culturespa` and `culture-align train culturellm` (also `examples/train_culturespa.py`,
+`examples/train_culturellm.py`): culture adapters, joint or one per culture, from a YAML config and flags.
+
+Each reads the ``train:`` section of a YAML config: the fields of TRL's ``ModelConfig`` (model, LoRA: the recipe's
+reference values by default), of the recipe's config (:class:`~culture_align.trainers.CultureSPAConfig` or
+:class:`~culture_align.trainers.CultureLLMConfig`: all of ``SFTConfig`` plus ``mode``, ``culture_column``,
+``cultures``) and ``dataset_path``. Command-line flags override the file::
+
+    culture-align train culturespa --config examples/configs/culturespa.yaml --mode specific
+    accelerate launch examples/train_culturellm.py --config examples/configs/culturellm.yaml --mode joint
+
+``dataset_path`` is a recipe run's output folder (its ``dataset/`` is read), a dataset saved with
+``save_to_disk``, a Parquet/JSON(L)/CSV file or a Hub dataset id, with ``messages`` and ``culture`` columns. In
+specific mode the adapters land in ``<output_dir>/<ISO3>/``; a rerun skips the cultures already finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .config import load_config_section, load_training_dataset, parse_dataclasses
+
+__all__ = ["AdapterTrainScriptArguments", "train_culturellm_main", "train_culturespa_main"]
+
+
+@dataclass
+class AdapterTrainScriptArguments:
+    """What to train on."""
+
+    dataset_path: str | None = field(default=None, metadata={
+        "help": "A recipe run's output folder (its `dataset/` is read), a dataset saved with save_to_disk, a "
+                "Parquet/JSON(L)/CSV file or a Hub dataset id, with `messages` and `culture` columns."})
+    dataset_split: str = field(default="train", metadata={"help": "Split to train on."})
+    eval_fraction: float = field(default=0.0, metadata={
+        "help": "Share of the records held out for evaluation (0 = none), stratified by culture."})
+
+
+def _split_by_culture(dataset, fraction: float, seed: int, column: str):
+    """Hold out `fraction` of each culture's records (of all records without a culture column)."""
+    from datasets import concatenate_datasets
+
+    if column not in dataset.column_names:
+        split = dataset.train_test_split(test_size=fraction, seed=seed)
+        return split["train"], split["test"]
+    splits = [dataset.filter(lambda value, c=culture: value == c, input_columns=column)
+              .train_test_split(test_size=fraction, seed=seed) for culture in sorted(set(dataset[column]))]
+    return (concatenate_datasets([s["train"] for s in splits]), concatenate_datasets([s["test"] for s in splits]))
+
+
+def _train_main(recipe: str, argv: Sequence[str] | None) -> int:
+    from trl import ModelConfig, get_peft_config
+
+    from ..models import resolve_model_path
+    from ..trainers import CultureLLMConfig, CultureLLMTrainer, CultureSPAConfig, CultureSPATrainer
+
+    config_class, trainer_class = {"culturespa": (CultureSPAConfig, CultureSPATrainer),
+                                   "culturellm": (CultureLLMConfig, CultureLLMTrainer)}[recipe]
+    argv = list(argv or [])
+    config_path = None
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise ValueError("--config needs a file")
+        config_path = argv[i + 1]
+        del argv[i: i + 2]
+    lora = config_class.reference_lora
+    defaults = {"use_peft": True, "lora_r": lora["r"], "lora_alpha": lora["lora_alpha"],
+                "lora_dropout": lora["lora_dropout"], "lora_target_modules": [lora["target_modules"]],
+                "output_dir": f"runs/{recipe}-adapters", **load_config_section(config_path, "train")}
+    script_args, training_args, model_args = parse_dataclasses(
+        (AdapterTrainScriptArguments, config_class, ModelConfig), argv, defaults)
+    if not model_args.use_peft:
+        raise ValueError("culture adapters are LoRA adapters: `use_peft` cannot be false")
+    if script_args.dataset_path is None:
+        raise ValueError("set `dataset_path` (a recipe run folder or a saved dataset) in the config or as a flag")
+    dataset = load_training_dataset(script_args.dataset_path, script_args.dataset_split)
+    eval_dataset = None
+    if script_args.eval_fraction > 0:
+        dataset, eval_dataset = _split_by_culture(dataset, script_args.eval_fraction, training_args.seed,
+                                                  training_args.culture_column)
+    if model_args.dtype and model_args.dtype != "auto":
+        training_args.model_init_kwargs = {**(training_args.model_init_kwargs or {}), "dtype": model_args.dtype}
+    model_path = resolve_model_path(model_args.model_name_or_path or "smollm2-135m-instruct")
+    trainer = trainer_class(model=model_path, args=training_args, train_dataset=dataset, eval_dataset=eval_dataset,
+                            peft_config=get_peft_config(model_args))
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    where = (f"{training_args.output_dir}/<ISO3>/ for {', '.join(trainer.cultures)}"
+             if training_args.mode == "specific" else training_args.output_dir)
+    print(f"{trainer._name} {training_args.mode} adapter(s) saved to {where}")
+    return 0
+
+
+def train_culturespa_main(argv: Sequence[str] | None = None) -> int:
+    """Train CultureSPA adapters (:class:`~culture_align.trainers.CultureSPATrainer`) from a config and flags."""
+    return _train_main("culturespa", argv)
+
+
+def train_culturellm_main(argv: Sequence[str] | None = None) -> int:
+    """Train CultureLLM adapters (:class:`~culture_align.trainers.CultureLLMTrainer`) from a config and flags."""
+    return _train_main("culturellm", argv)
