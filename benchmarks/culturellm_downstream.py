@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -41,23 +39,20 @@ from culture_align.evaluation import (
     attach_adapters,
     load_tasks,
 )
+from culture_align.evaluation.report import format_cell
 from culture_align.models import DEFAULT_MODEL, load_model_and_tokenizer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from eval_throughput import device_description  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def device_description() -> str:
+def _device() -> str:
+    """The GPU when there is one, else the CPU as the other benchmarks describe it."""
     if torch.cuda.is_available():
         return f"GPU {torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return device_description()
 
 
 def _aliases(value: str) -> dict[str, str]:
@@ -104,10 +99,6 @@ def _run(name: str, model, tok, tasks, setting: str, args, adapters: dict[str, s
     return report, seconds
 
 
-def _fmt(value: float | None) -> str:
-    return "–" if value is None or math.isnan(value) else f"{value:.3f}"
-
-
 def _missing_note(run: dict[str, Any], task: str) -> str:
     return "no adapter" if task in run.get("tasks_without_adapter", []) else "–"
 
@@ -121,14 +112,14 @@ def markdown_table(result: dict[str, Any]) -> str:
         cells = []
         for run in runs:
             row = result["runs"][run]["tasks"].get(task["task"])
-            cells.append(f"{_fmt(row['macro_f1'])} / {_fmt(row['debiased_macro_f1'])}" if row
+            cells.append(f"{format_cell(row['macro_f1'])} / {format_cell(row['debiased_macro_f1'])}" if row
                          else _missing_note(result["runs"][run], task["task"]))
         lines.append(f"| {task['task']} | {task['culture']} | {task['language']} | {task['n_scored']} | "
-                     f"{_fmt(task['majority_macro_f1'])} | " + " | ".join(cells) + " |")
-    means = [f"{_fmt(result['runs'][r]['mean_macro_f1'])} / {_fmt(result['runs'][r]['mean_debiased_macro_f1'])} "
+                     f"{format_cell(task['majority_macro_f1'])} | " + " | ".join(cells) + " |")
+    means = [f"{format_cell(result['runs'][r]['mean_macro_f1'])} / {format_cell(result['runs'][r]['mean_debiased_macro_f1'])} "
              f"({result['runs'][r]['n_tasks']})" for r in runs]
     lines.append("| **mean macro-F1 (tasks)** | | | | "
-                 f"{_fmt(result['majority_mean_macro_f1'])} | " + " | ".join(means) + " |")
+                 f"{format_cell(result['majority_mean_macro_f1'])} | " + " | ".join(means) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -210,7 +201,7 @@ def main() -> None:
         tasks=task_rows,
         majority_mean_macro_f1=sum(t["majority_macro_f1"] for t in task_rows) / len(task_rows),
         runs=runs,
-        device=device_description(),
+        device=_device(),
         command=" ".join(["python"] + sys.argv),
         seconds=time.perf_counter() - start,
     )

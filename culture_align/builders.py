@@ -42,7 +42,9 @@ __all__ = [
     "CorpusCard",
     "CorpusConfig",
     "CorpusBuilder",
+    "RunTable",
     "RunFolderBuilder",
+    "CHAT_MESSAGE_FIELDS",
     "dataset_builders_path",
     "load_builder_class",
     "build_corpus",
@@ -147,19 +149,50 @@ class CorpusBuilder(datasets.GeneratorBasedBuilder):
             yield key, dict(row)
 
 
+CHAT_MESSAGE_FIELDS: Mapping[str, str] = {
+    "messages": "The chat conversation: a list of messages.",
+    "messages.role": "`system`, `user` or `assistant`.",
+    "messages.content": "The message text.",
+}
+"""Card descriptions of the ``messages`` column of a training table, for :attr:`CorpusCard.fields`."""
+
+
+@dataclass(frozen=True)
+class RunTable:
+    """One table of a recipe run, published as a config of its :class:`RunFolderBuilder`.
+
+    Attributes:
+        features: The table's features; the saved table must have exactly them.
+        description: The config's description (``BuilderConfig.description``).
+    """
+
+    features: datasets.Features
+    description: str
+
+
 class RunFolderBuilder(CorpusBuilder):
     """A builder over a recipe run folder: ``<run>/dataset`` (a ``DatasetDict`` saved with ``save_to_disk``)
     and ``<run>/stats.json`` (run statistics with the ``config``, ``models``, ``cultures`` and ``counts``).
 
     Each config is one split of the saved ``DatasetDict`` (a config per table, since tables differ in columns),
-    published as the config's ``train`` split. ``SPLIT_FEATURES`` declares the features of each table; the saved
-    table must have exactly them. ``KEY_COLUMN`` gives each record's stable key (repeats of the same id, as in
-    rejection tables, get ``#2``, ``#3``... in table order).
+    published as the config's ``train`` split. Subclasses declare ``TABLES`` (``{split: RunTable}``, in config
+    order); ``SPLIT_FEATURES`` (``{split: features}``) and ``BUILDER_CONFIGS`` (one :class:`CorpusConfig` per
+    table) are derived from it. The default config is ``train``. ``KEY_COLUMN`` gives each record's stable key
+    (repeats of the same id, as in rejection tables, get ``#2``, ``#3``... in table order).
     """
 
+    TABLES: Mapping[str, RunTable] = {}
     SPLIT_FEATURES: Mapping[str, datasets.Features] = {}
+    DEFAULT_CONFIG_NAME = "train"
     KEY_COLUMN = "id"
     RECIPE = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "TABLES" in vars(cls):
+            cls.SPLIT_FEATURES = {name: table.features for name, table in cls.TABLES.items()}
+            cls.BUILDER_CONFIGS = [cls.BUILDER_CONFIG_CLASS(name=name, description=table.description)
+                                   for name, table in cls.TABLES.items()]
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(description=self.config.description or "",

@@ -11,7 +11,7 @@ Built from a run folder of :class:`culture_align.recipes.clca.CLCAPipeline` (``<
 
 from __future__ import annotations
 
-from culture_align.builders import CorpusCard, CorpusConfig, RunFolderBuilder
+from culture_align.builders import CHAT_MESSAGE_FIELDS, CorpusCard, RunFolderBuilder, RunTable
 from culture_align.recipes.clca.schemas import DIALOGUE_FEATURES, REJECTION_FEATURES, TRAIN_FEATURES
 
 _PERSON = {
@@ -44,20 +44,18 @@ class CLCADialogues(RunFolderBuilder):
     """The CLCA corpus of a pipeline run: ``dialogues``, ``train`` (training conversations) and ``rejections``."""
 
     RECIPE = "clca"
-    SPLIT_FEATURES = {"train": TRAIN_FEATURES, "dialogues": DIALOGUE_FEATURES, "rejections": REJECTION_FEATURES}
-    BUILDER_CONFIGS = [
-        CorpusConfig(name="train", description=(
+    TABLES = {
+        "train": RunTable(TRAIN_FEATURES, (
             "Training conversations for `CLCATrainer`: `dialogue` examples (the model plays one participant of a "
             "kept dialogue, in chat format) and `intent` examples (the model states what a speaker meant by a "
             "turn).")),
-        CorpusConfig(name="dialogues", description=(
+        "dialogues": RunTable(DIALOGUE_FEATURES, (
             "The kept role-play dialogues: the culture-adapted scenario, the turns with their annotated intents, "
             "the judge's verdicts and the provenance.")),
-        CorpusConfig(name="rejections", description=(
+        "rejections": RunTable(REJECTION_FEATURES, (
             "Every record a pipeline stage dropped, with the stage, the reason and the raw answers, so that "
             "nothing generated is lost and the filters can be audited.")),
-    ]
-    DEFAULT_CONFIG_NAME = "train"
+    }
     CARD = CorpusCard(
         pretty_name="CLCA culture-adapted role-play dialogues",
         summary=(
@@ -75,9 +73,7 @@ class CLCADialogues(RunFolderBuilder):
         citation=_CITATION,
         fields={
             "train": {
-                "messages": "The chat conversation: a list of messages.",
-                "messages.role": "`system`, `user` or `assistant`.",
-                "messages.content": "The message text.",
+                **CHAT_MESSAGE_FIELDS,
                 "task": "`dialogue` (play a participant) or `intent` (state a speaker's intent).",
                 "culture": "ISO3 code of the target culture.",
                 "id": "Stable id of the example (hash of its inputs).",

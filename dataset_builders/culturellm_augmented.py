@@ -11,7 +11,7 @@ the ``seeds``, ``augmented``, ``train`` and ``rejections`` tables, and ``<run>/s
 
 from __future__ import annotations
 
-from culture_align.builders import CorpusCard, CorpusConfig, RunFolderBuilder
+from culture_align.builders import CHAT_MESSAGE_FIELDS, CorpusCard, RunFolderBuilder, RunTable
 from culture_align.recipes.culturellm.augment import AUGMENT_REJECTION_FEATURES, AUGMENTED_FEATURES
 from culture_align.recipes.culturellm.seeds import SEED_FEATURES
 from culture_align.recipes.culturellm.training_data import TRAIN_FEATURES
@@ -29,22 +29,19 @@ class CultureLLMAugmented(RunFolderBuilder):
     """The CultureLLM corpus of a pipeline run: ``train``, ``seeds``, ``augmented`` and ``rejections``."""
 
     RECIPE = "culturellm"
-    SPLIT_FEATURES = {"train": TRAIN_FEATURES, "seeds": SEED_FEATURES, "augmented": AUGMENTED_FEATURES,
-                      "rejections": AUGMENT_REJECTION_FEATURES}
-    BUILDER_CONFIGS = [
-        CorpusConfig(name="train", description=(
+    TABLES = {
+        "train": RunTable(TRAIN_FEATURES, (
             "Training conversations: a seed item or one of its rewrites with the item's options, answered with "
             "the culture's modal answer code from the WVS.")),
-        CorpusConfig(name="seeds", description=(
+        "seeds": RunTable(SEED_FEATURES, (
             "The WVS seed items, with every culture's answer distribution and modal answer.")),
-        CorpusConfig(name="augmented", description=(
+        "augmented": RunTable(AUGMENTED_FEATURES, (
             "The kept augmented samples: paraphrases of the seeds by a teacher model and lexical variants with "
             "synonyms, each close in meaning to its seed (cosine similarity of sentence embeddings).")),
-        CorpusConfig(name="rejections", description=(
+        "rejections": RunTable(AUGMENT_REJECTION_FEATURES, (
             "Every rewrite or variant that was dropped (malformed answers, too dissimilar to the seed, not "
             "selected), with the reason.")),
-    ]
-    DEFAULT_CONFIG_NAME = "train"
+    }
     CARD = CorpusCard(
         pretty_name="CultureLLM semantically augmented WVS training data",
         summary=(
@@ -67,9 +64,7 @@ class CultureLLMAugmented(RunFolderBuilder):
         fields={
             "train": {
                 "id": "Stable id of the example (hash of its inputs).",
-                "messages": "The chat conversation: a list of messages.",
-                "messages.role": "`system`, `user` or `assistant`.",
-                "messages.content": "The message text.",
+                **CHAT_MESSAGE_FIELDS,
                 "culture": "ISO3 code of the culture whose answer is the target.",
                 "task": "Always `survey`.",
                 "seed_id": "The WVS item id.",

@@ -11,7 +11,7 @@ with the ``questions``, ``answers``, ``train`` and ``rejections`` tables, and ``
 
 from __future__ import annotations
 
-from culture_align.builders import CorpusCard, CorpusConfig, RunFolderBuilder
+from culture_align.builders import CHAT_MESSAGE_FIELDS, CorpusCard, RunFolderBuilder, RunTable
 from culture_align.recipes.culturespa.schemas import (
     ANSWER_FEATURES,
     QUESTION_FEATURES,
@@ -40,23 +40,20 @@ class CultureSPAQA(RunFolderBuilder):
     """The CultureSPA corpus of a pipeline run: ``train``, ``questions``, ``answers`` and ``rejections``."""
 
     RECIPE = "culturespa"
-    SPLIT_FEATURES = {"train": TRAIN_FEATURES, "questions": QUESTION_FEATURES, "answers": ANSWER_FEATURES,
-                      "rejections": REJECTION_FEATURES}
-    BUILDER_CONFIGS = [
-        CorpusConfig(name="train", description=(
+    TABLES = {
+        "train": RunTable(TRAIN_FEATURES, (
             "Training conversations (CRQPC pairs): system = the culture-aware prompt, user = a generated question "
             "with its numbered options, assistant = the option number the model chose when prompted with the "
             "culture, kept where it differs from its culture-unaware answer.")),
-        CorpusConfig(name="questions", description=(
+        "questions": RunTable(QUESTION_FEATURES, (
             "The kept self-instructed survey questions, per WVS topic, with options and answer codes.")),
-        CorpusConfig(name="answers", description=(
+        "answers": RunTable(ANSWER_FEATURES, (
             "One row per (question, culture): the culture-unaware and culture-aware answer distributions and "
             "answers, and whether the pair counts as a cultural difference.")),
-        CorpusConfig(name="rejections", description=(
+        "rejections": RunTable(REJECTION_FEATURES, (
             "Every generated question or answer a stage dropped, with the reason (invalid JSON, duplicates, "
             "overlap with evaluation items, ...) and the raw text.")),
-    ]
-    DEFAULT_CONFIG_NAME = "train"
+    }
     CARD = CorpusCard(
         pretty_name="CultureSPA self-generated survey questions and culture-aware answers",
         summary=(
@@ -74,9 +71,7 @@ class CultureSPAQA(RunFolderBuilder):
         fields={
             "train": {
                 "id": "Stable id of the example (hash of its inputs).",
-                "messages": "The chat conversation: a list of messages.",
-                "messages.role": "`system`, `user` or `assistant`.",
-                "messages.content": "The message text.",
+                **CHAT_MESSAGE_FIELDS,
                 "task": "Always `survey`.",
                 "culture": "ISO3 code of the target culture.",
                 "question_id": "Id of the generated question (`questions` config).",

@@ -18,7 +18,9 @@ _HEADERS = {"kl_divergence": "KL(human‖model) ↓", "similarity": "1-JSD ↑",
             "accuracy": "mode acc ↑", "alignment_score": "align score ↑"}
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def format_cell(value: Any, digits: int = 3) -> str:
+    """A markdown table cell: ``"–"`` for None/NaN, a float with ``digits`` decimals (one from 10 up), else
+    ``str(value)``."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, float):
@@ -69,11 +71,11 @@ class WVSReport:
             for r in self.summary:
                 if r["culture"] == culture:
                     lines.append(f"| {culture} | {r['setting']} | {r['n_items']} | "
-                                 + " | ".join(_fmt(r.get(m)) for m in _METRICS) + " |")
+                                 + " | ".join(format_cell(r.get(m)) for m in _METRICS) + " |")
             refs = [r for r in self.references if r["culture"] == culture]
             for r in refs:
                 lines.append(f"| {culture} | *{r['reference']}* | {r['n_items']} | "
-                             + " | ".join(_fmt(r.get(m)) for m in _METRICS) + " |")
+                             + " | ".join(format_cell(r.get(m)) for m in _METRICS) + " |")
         if self.references:
             means = {}
             for r in self.references:
@@ -81,7 +83,7 @@ class WVSReport:
             for name, rs in means.items():
                 vals = [float(np.nanmean([x[m] for x in rs])) for m in _METRICS]
                 lines.append(f"| mean | *{name}* | {sum(x['n_items'] for x in rs)} | "
-                             + " | ".join(_fmt(v) for v in vals) + " |")
+                             + " | ".join(format_cell(v) for v in vals) + " |")
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,7 +95,7 @@ class WVSReport:
         """Write ``results.json``, ``items.parquet``, ``summary.md`` and ``plots/*.png`` to ``output_dir``."""
         out = Path(output_dir)
         (out / "plots").mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
+        (out / "results.json").write_text(json.dumps(self.to_dict(), indent=2, default=json_default) + "\n")
         self.items.to_parquet(str(out / "items.parquet"))
         (out / "summary.md").write_text(self.to_markdown())
         plot_kl_bars(self, out / "plots" / "kl_by_culture.png")
@@ -103,7 +105,9 @@ class WVSReport:
         return out
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """``json.dumps(default=...)`` of the reports: numpy scalars and arrays as Python values, anything else as
+    its ``str``."""
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     if isinstance(value, np.ndarray):

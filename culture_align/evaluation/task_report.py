@@ -18,6 +18,8 @@ from typing import Any
 import datasets
 import numpy as np
 
+from .report import format_cell, json_default
+
 __all__ = ["classification_scores", "TaskReport"]
 
 
@@ -60,12 +62,6 @@ def classification_scores(gold: Sequence[str], predicted: Sequence[str], labels:
         predicted_counts={label: int(matrix[:, i].sum()) for i, label in enumerate(labels)},
         confusion={g: {p: int(matrix[i, j]) for j, p in enumerate(labels)} for i, g in enumerate(labels)},
     )
-
-
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 @dataclass
@@ -121,13 +117,13 @@ class TaskReport:
         for r in self.summary:
             counts = ", ".join(f"{k}: {r['predicted_counts'][k]} ({r['gold_counts'][k]})" for k in r["labels"])
             lines.append(f"| {r['task']} | {r['culture']} | {r['setting']} | {r['adapter'] or '–'} | {r['n']} | "
-                         f"{_fmt(r['macro_f1'])} | {_fmt(r['accuracy'])} | {_fmt(r['debiased_macro_f1'])} | "
-                         f"{_fmt(r['majority_macro_f1'])} | "
+                         f"{format_cell(r['macro_f1'])} | {format_cell(r['accuracy'])} | {format_cell(r['debiased_macro_f1'])} | "
+                         f"{format_cell(r['majority_macro_f1'])} | "
                          f"{counts} |")
         for setting in dict.fromkeys(r["setting"] for r in self.summary):
             n_tasks = sum(r["setting"] == setting for r in self.summary)
-            lines.append(f"| **mean of {n_tasks}** | | {setting} | | | {_fmt(self.mean_macro_f1(setting))} | | "
-                         f"{_fmt(self.mean_debiased_macro_f1(setting))} | | |")
+            lines.append(f"| **mean of {n_tasks}** | | {setting} | | | {format_cell(self.mean_macro_f1(setting))} | | "
+                         f"{format_cell(self.mean_debiased_macro_f1(setting))} | | |")
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,15 +136,7 @@ class TaskReport:
         """Write ``results.json``, ``predictions.parquet`` and ``summary.md`` to ``output_dir``."""
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
+        (out / "results.json").write_text(json.dumps(self.to_dict(), indent=2, default=json_default) + "\n")
         self.predictions.to_parquet(str(out / "predictions.parquet"))
         (out / "summary.md").write_text(self.to_markdown())
         return out
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)

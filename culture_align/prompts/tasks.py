@@ -13,12 +13,12 @@ task would clash with a position). Only the descriptions are shown, never the ke
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..cultures import Culture
+from .templates import read_template_file, template_fields
 
 __all__ = [
     "TaskPromptTemplate",
@@ -58,28 +58,14 @@ class TaskPromptTemplate:
     @classmethod
     def from_dict(cls, data: dict, source: str = "template") -> TaskPromptTemplate:
         """A template from ``{"name", "system", "user"}`` (``user`` optional: the default task wording)."""
-        if not isinstance(data, dict) or "system" not in data:
-            raise ValueError(f"{source}: a task prompt template needs at least the key 'system' "
-                             "(and optionally 'name', 'user')")
-        unknown = set(data) - {"name", "system", "user"}
-        if unknown:
-            raise ValueError(f"{source}: unknown template keys {sorted(unknown)}")
-        return cls(name=str(data.get("name", source)), system=str(data["system"]), user=str(data.get("user", _USER)))
+        return cls(**template_fields(data, source, default_name=source, default_user=_USER,
+                                     kind="task prompt template"))
 
     @classmethod
     def from_file(cls, path: str | Path) -> TaskPromptTemplate:
         """Read a template from a JSON or YAML file with keys ``name`` (default: the file stem), ``system``, ``user``."""
         path = Path(path)
-        try:
-            text = path.read_text()
-            if path.suffix in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text)
-            else:
-                data = json.loads(text)
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{path}: cannot read prompt template: {err}") from err
+        data = read_template_file(path)
         if isinstance(data, dict):
             data.setdefault("name", path.stem)
         return cls.from_dict(data, source=str(path))

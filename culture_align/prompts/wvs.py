@@ -7,12 +7,12 @@ of a culture (and computed once by the scorer).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..cultures import Culture
 from ..wvs.questions import SurveyQuestion
+from .templates import read_template_file, template_fields
 
 __all__ = [
     "SurveyPromptTemplate",
@@ -50,24 +50,11 @@ class SurveyPromptTemplate:
 
     @classmethod
     def from_file(cls, path: str | Path) -> SurveyPromptTemplate:
-        """Read a custom template from a JSON or YAML file with keys ``name``, ``system``, ``user``."""
+        """Read a custom template from a JSON or YAML file with keys ``name`` (default: the file stem), ``system``,
+        ``user``."""
         path = Path(path)
-        text = path.read_text()
-        try:
-            if path.suffix in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text)
-            else:
-                data = json.loads(text)
-        except Exception as err:
-            raise ValueError(f"{path}: cannot parse prompt template: {err}") from err
-        if not isinstance(data, dict) or "system" not in data:
-            raise ValueError(f"{path}: a prompt template needs at least the key 'system' (and 'user', 'name')")
-        unknown = set(data) - {"name", "system", "user"}
-        if unknown:
-            raise ValueError(f"{path}: unknown template keys {sorted(unknown)}")
-        return cls(name=data.get("name", path.stem), system=data["system"], user=data.get("user", cls.user))
+        return cls(**template_fields(read_template_file(path), str(path), default_name=path.stem,
+                                     default_user=cls.user))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -11,6 +11,7 @@ Used by the CLCA, CultureSPA and CultureLLM recipes.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import re
@@ -35,6 +36,8 @@ __all__ = [
     "params_provenance",
     "make_rejection",
     "count_by",
+    "config_to_dict",
+    "split_commas",
     "to_dataset",
 ]
 
@@ -205,6 +208,33 @@ def params_provenance(params: GenerationParams) -> dict[str, Any]:
     out.pop("json_schema", None)
     out["stop"] = list(out["stop"])
     return out
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A pipeline config dataclass as a JSON-serialisable dict, field by field (the ``config`` of ``stats.json``).
+
+    :class:`GenerationParams` become :func:`params_provenance` dicts (no JSON schema), other dataclasses
+    (``SamplingParams``, ...) ``dataclasses.asdict`` dicts, tuples lists; other values are kept as they are.
+    """
+    return {f.name: _plain_value(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def _plain_value(value: Any) -> Any:
+    if isinstance(value, GenerationParams):
+        return params_provenance(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def split_commas(value: Any) -> Any:
+    """A comma-separated string (from a CLI flag or a YAML scalar) as a tuple of its stripped, non-empty parts:
+    ``"GBR, CHN"`` -> ``("GBR", "CHN")``. Any other value is returned as it is."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
 
 
 def to_dataset(rows: Sequence[dict[str, Any]], features: datasets.Features) -> datasets.Dataset:

@@ -119,6 +119,22 @@ class CLCAConfig(SFTConfig):
         super().__post_init__()
 
 
+def trainer_config(model, args: SFTConfig | None, config_class: type[SFTConfig], name: str) -> SFTConfig:
+    """The `args` a trainer runs with, as in [`~trl.SFTTrainer`]: an instance of `config_class`.
+
+    `None` gives `config_class("<model name>-<name>")` (the last part of the model's id or path; `model` is an id,
+    a path or a loaded model); an `SFTConfig` of another class is converted, its `hub_token` included.
+    """
+    if args is None:
+        model_name = model if isinstance(model, str) else model.config._name_or_path
+        return config_class(f"{str(model_name).rstrip('/').split('/')[-1]}-{name}")
+    if not isinstance(args, config_class):
+        dict_args = args.to_dict()
+        dict_args["hub_token"] = args.hub_token  # `to_dict` hides it
+        return config_class(**dict_args)
+    return args
+
+
 def tokenize_conversation(
     tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], chat_template: str | None = None
 ) -> dict[str, list[int]]:
@@ -310,13 +326,7 @@ class CLCATrainer(SFTTrainer):
         peft_config=None,
         **kwargs,
     ):
-        if args is None:
-            model_name = model if isinstance(model, str) else model.config._name_or_path
-            args = CLCAConfig(f"{str(model_name).rstrip('/').split('/')[-1]}-CLCA")
-        elif not isinstance(args, CLCAConfig):
-            dict_args = args.to_dict()
-            dict_args["hub_token"] = args.hub_token  # `to_dict` hides it
-            args = CLCAConfig(**dict_args)
+        args = trainer_config(model, args, CLCAConfig, self._name)
         for unsupported in ("compute_loss_func", "formatting_func"):
             if kwargs.get(unsupported) is not None:
                 raise ValueError(f"CLCATrainer does not support `{unsupported}`; subclass it and override instead.")

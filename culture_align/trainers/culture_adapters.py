@@ -43,7 +43,7 @@ from trl.data_utils import get_dataset_column_names
 from ..cultures import get_culture
 from ..hub import RECIPES, write_trainer_model_card
 from ..models import CULTURE_ADAPTERS_INDEX, TRAINING_INFO_NAME
-from .clca import tokenize_conversation
+from .clca import tokenize_conversation, trainer_config
 
 logger = logging.get_logger(__name__)
 
@@ -238,13 +238,7 @@ class CultureAdapterTrainer(SFTTrainer):
         peft_config=None,
         **kwargs,
     ):
-        if args is None:
-            model_name = model if isinstance(model, str) else model.config._name_or_path
-            args = self.config_class(f"{str(model_name).rstrip('/').split('/')[-1]}-{self._name}")
-        elif not isinstance(args, self.config_class):
-            dict_args = args.to_dict()
-            dict_args["hub_token"] = args.hub_token  # `to_dict` hides it
-            args = self.config_class(**dict_args)
+        args = trainer_config(model, args, self.config_class, self._name)
         if kwargs.get("formatting_func") is not None:
             raise ValueError(f"{type(self).__name__} does not support `formatting_func`; records are chat messages.")
         if train_dataset is None:

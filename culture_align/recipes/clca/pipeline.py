@@ -43,6 +43,7 @@ from ...culture_profiles import CultureProfile, get_culture_profile, load_cultur
 from ...cultures import Culture, resolve_cultures
 from ...prompts.clca import PROMPT_VERSION
 from ..sharding import ShardManifest, shard_dataset
+from ..stages import config_to_dict, split_commas
 from ..storage import save_dataset_atomically, write_json_atomically
 from .intents import DEFAULT_INTENT_PARAMS, annotate_intents
 from .judge import DEFAULT_JUDGE_PARAMS, DropRule, DropRuleLike, judge_dialogues
@@ -107,8 +108,7 @@ class CLCAPipelineConfig:
     shard_index: int = field(default=0, metadata={"help": "The shard this run generates, in [0, num_shards)."})
 
     def __post_init__(self) -> None:
-        if isinstance(self.cultures, str):
-            self.cultures = tuple(c.strip() for c in self.cultures.split(",") if c.strip())
+        self.cultures = split_commas(self.cultures)
         if self.max_turns < 1 or self.min_turns < 0:
             raise ValueError(f"need max_turns >= 1 and min_turns >= 0, got {self.max_turns}, {self.min_turns}")
         if self.num_scenarios is not None and self.num_scenarios < 1:
@@ -121,18 +121,9 @@ class CLCAPipelineConfig:
         return replace(params, seed=self.seed)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable view (params as dicts, the drop rule as its repr)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, GenerationParams):
-                value = {k: v for k, v in value.to_dict().items() if k != "json_schema"}
-            elif f.name == "drop_rule":
-                value = repr(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[f.name] = value
-        return out
+        """JSON-serialisable view (:func:`~culture_align.recipes.stages.config_to_dict`; the drop rule as its
+        repr)."""
+        return {**config_to_dict(self), "drop_rule": repr(self.drop_rule)}
 
 
 class CLCAPipeline:

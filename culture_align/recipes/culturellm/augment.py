@@ -167,6 +167,26 @@ def _summary(values: Sequence[float]) -> dict[str, float | int | None]:
             "max": round(max(values), 4)}
 
 
+def _augmented_row(seed_id: str, step: str, text: str, similarity: float, source_id: str,
+                   substitutions: list[dict[str, str]], provenance: str) -> dict[str, Any]:
+    """A kept sample (:data:`AUGMENTED_FEATURES`), its id hashing (seed, step, text)."""
+    return {"id": _aug_id(seed_id, step, text), "seed_id": seed_id, "step": step, "text": text,
+            "similarity": similarity, "source_id": source_id, "substitutions": substitutions,
+            "provenance": provenance}
+
+
+def _similarity_stats(kept: Sequence[dict[str, Any]], rejected: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Summaries of the similarities of the kept samples and of the rejected ones that have one."""
+    return {"similarity_kept": _summary([r["similarity"] for r in kept]),
+            "similarity_rejected": _summary([r["similarity"] for r in rejected if r["similarity"] is not None])}
+
+
+def _augment_result(kept: Sequence[dict[str, Any]], rejected: Sequence[dict[str, Any]],
+                    stats: dict[str, Any]) -> StageResult:
+    """The :class:`StageResult` of a step: kept samples and rejections as tables, and the step's stats."""
+    return StageResult(to_dataset(kept, AUGMENTED_FEATURES), to_dataset(rejected, AUGMENT_REJECTION_FEATURES), stats)
+
+
 def paraphrase_seeds(
     seeds: datasets.Dataset,
     backend: GenerationBackend,
@@ -261,19 +281,17 @@ def paraphrase_seeds(
             seed_id = rows[i]["id"]
             provenance = {**provenance_base, "round": c.round,
                           "params": params_provenance(attempt_params(params, c.round, retry_temperature))}
-            out.append({"id": _aug_id(seed_id, "paraphrase", c.text), "seed_id": seed_id, "step": "paraphrase",
-                        "text": c.text, "similarity": c.similarity, "source_id": seed_id, "substitutions": [],
-                        "provenance": json.dumps(provenance, sort_keys=True)})
+            out.append(_augmented_row(seed_id, "paraphrase", c.text, c.similarity, seed_id, [],
+                                      json.dumps(provenance, sort_keys=True)))
     stats = {
         "seeds": len(rows), "rounds": len(requests_per_round), "requests_per_round": requests_per_round,
         "requests": sum(requests_per_round), "valid_replies": replies, "malformed_replies": malformed,
         "candidates": candidates, "kept": len(out), "rejected": len(rejected),
         "rejected_by_reason": count_by(r["reason"] for r in rejected),
         "seeds_short": [rows[i]["id"] for i in range(len(rows)) if len(kept[i]) < num_rewrites],
-        "similarity_kept": _summary([r["similarity"] for r in out]),
-        "similarity_rejected": _summary([r["similarity"] for r in rejected if r["similarity"] is not None]),
+        **_similarity_stats(out, rejected),
     }
-    return StageResult(to_dataset(out, AUGMENTED_FEATURES), to_dataset(rejected, AUGMENT_REJECTION_FEATURES), stats)
+    return _augment_result(out, rejected, stats)
 
 
 def _synonym_check(candidates: list[list[str]], synonyms_per_word: int):
@@ -379,20 +397,17 @@ def lexical_variants(
                                        {"base_id": c.source_id, "threshold": threshold,
                                         "substitutions": list(c.substitutions)}))
             continue
-        out.append({"id": _aug_id(seed_id, "lexical", c.text), "seed_id": seed_id, "step": "lexical",
-                    "text": c.text, "similarity": c.similarity, "source_id": c.source_id,
-                    "substitutions": [{"word": w, "synonym": s} for w, s in c.substitutions],
-                    "provenance": provenance})
+        out.append(_augmented_row(seed_id, "lexical", c.text, c.similarity, c.source_id,
+                                  [{"word": w, "synonym": s} for w, s in c.substitutions], provenance))
     stats = {
         "bases": len(bases), "bases_without_content_words": len(bases) - len(asked), "requests": len(asked),
         "attempts": sum(a.attempts for a in answers), "malformed_replies": sum(not a.ok for a in answers),
         "words_with_synonyms": words_with_synonyms, "candidates": len(fresh) + sum(
             r["reason"] == "duplicate" for r in rejected),
         "kept": len(out), "rejected": len(rejected), "rejected_by_reason": count_by(r["reason"] for r in rejected),
-        "similarity_kept": _summary([r["similarity"] for r in out]),
-        "similarity_rejected": _summary([r["similarity"] for r in rejected if r["similarity"] is not None]),
+        **_similarity_stats(out, rejected),
     }
-    return StageResult(to_dataset(out, AUGMENTED_FEATURES), to_dataset(rejected, AUGMENT_REJECTION_FEATURES), stats)
+    return _augment_result(out, rejected, stats)
 
 
 def select_augmented(paraphrases: datasets.Dataset, variants: datasets.Dataset,
@@ -427,4 +442,4 @@ def select_augmented(paraphrases: datasets.Dataset, variants: datasets.Dataset,
     stats = {"samples": len(out), "by_step": count_by(r["step"] for r in out),
              "per_seed": count_by(min(len(rows), max_samples_per_seed) for rows in by_seed.values()),
              "over_cap": len(rejected), "similarity": _summary([r["similarity"] for r in out])}
-    return StageResult(to_dataset(out, AUGMENTED_FEATURES), to_dataset(rejected, AUGMENT_REJECTION_FEATURES), stats)
+    return _augment_result(out, rejected, stats)

@@ -23,7 +23,6 @@ the training data covers, for ``EvaluationConfig(exclude_items=...)``), ``simila
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -38,7 +37,7 @@ from ...backends.cache import CachedBackend, CompletionCache
 from ...cultures import Culture, resolve_cultures
 from ...prompts.culturellm import PROMPT_VERSION
 from ...wvs.data import WVSData
-from ..stages import StageResult, count_by
+from ..stages import StageResult, config_to_dict, count_by, split_commas
 from ..storage import save_dataset_atomically, write_json_atomically
 from .augment import (
     DEFAULT_PARAPHRASE_PARAMS,
@@ -107,11 +106,8 @@ class CultureLLMPipelineConfig:
     show_progress: bool = field(default=True, metadata={"help": "Show a progress bar per stage."})
 
     def __post_init__(self) -> None:
-        if isinstance(self.cultures, str):
-            self.cultures = tuple(c.strip() for c in self.cultures.split(",") if c.strip())
-        if isinstance(self.items, str):
-            self.items = tuple(q.strip() for q in self.items.split(",") if q.strip())
-        self.items = tuple(self.items)
+        self.cultures = split_commas(self.cultures)
+        self.items = tuple(split_commas(self.items))
         if not 0 <= self.similarity_threshold < 1:
             raise ValueError(f"similarity_threshold must be in [0, 1), got {self.similarity_threshold}")
         for name in ("num_rewrites", "synonyms_per_word", "max_words_per_sentence", "max_attempts"):
@@ -132,16 +128,9 @@ class CultureLLMPipelineConfig:
         return replace(params, seed=self.seed)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable view (params as dicts without their JSON schema)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, GenerationParams):
-                value = {k: (list(v) if k == "stop" else v) for k, v in value.to_dict().items() if k != "json_schema"}
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[f.name] = value
-        return out
+        """JSON-serialisable view (:func:`~culture_align.recipes.stages.config_to_dict`: params as dicts without
+        their JSON schema)."""
+        return config_to_dict(self)
 
 
 class CultureLLMPipeline:

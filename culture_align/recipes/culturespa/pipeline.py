@@ -26,7 +26,6 @@ cache hits, seconds), ``cache.jsonl`` and ``answers_cache.jsonl``.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -48,6 +47,7 @@ from ...models import DEFAULT_MODEL, load_model_and_tokenizer
 from ...prompts.culturespa import PROMPT_VERSION
 from ...wvs import bundled_questions, load_wvs
 from ...wvs.data import WVSData
+from ..stages import config_to_dict, split_commas
 from ..storage import save_dataset_atomically, write_json_atomically
 from .answering import DEFAULT_ANSWER_SAMPLING, AnswerCache, SurveyAnswerer, answer_questions
 from .crqpc import collect_pairs
@@ -120,10 +120,8 @@ class CultureSPAPipelineConfig:
     show_progress: bool = field(default=True, metadata={"help": "Show a progress bar per stage."})
 
     def __post_init__(self) -> None:
-        if isinstance(self.cultures, str):
-            self.cultures = tuple(c.strip() for c in self.cultures.split(",") if c.strip())
-        if isinstance(self.topics, str):
-            self.topics = tuple(t.strip() for t in self.topics.split(",") if t.strip())
+        self.cultures = split_commas(self.cultures)
+        self.topics = split_commas(self.topics)
         if self.answer_mode not in ("logprob", "sampling"):
             raise ValueError(f"answer_mode must be 'logprob' or 'sampling', got {self.answer_mode!r}")
         if self.answer_variant not in ("plain", "cross_culture", "self_alignment"):
@@ -135,18 +133,8 @@ class CultureSPAPipelineConfig:
             raise ValueError("questions_per_topic, requests_per_round and batch_size must be >= 1")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable view (params as dicts)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, GenerationParams):
-                value = {k: v for k, v in value.to_dict().items() if k != "json_schema"}
-            elif isinstance(value, SamplingParams):
-                value = dataclasses.asdict(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[f.name] = value
-        return out
+        """JSON-serialisable view (:func:`~culture_align.recipes.stages.config_to_dict`: params as dicts)."""
+        return config_to_dict(self)
 
 
 ModelLike = str | os.PathLike | PreTrainedModel | TransformersBackend
