@@ -15,10 +15,12 @@ Writes benchmarks/results/culturellm_experiment.json (+ .md). Reproduce with (ab
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
+import datasets
 import torch
 
 from culture_align.backends import TransformersBackend
@@ -39,7 +41,8 @@ def train(mode: str, model_path: str, dataset, output_dir: Path, args: argparse.
     config = CultureLLMConfig(
         output_dir=str(output_dir), mode=mode, per_device_train_batch_size=args.train_batch_size,
         num_train_epochs=args.epochs, learning_rate=args.learning_rate, max_length=256, logging_steps=20,
-        save_strategy="no", report_to="none", bf16=args.dtype == "bfloat16", seed=args.seed)
+        save_strategy="no", report_to="none", bf16=args.dtype == "bfloat16",
+        use_cpu=not torch.cuda.is_available(), seed=args.seed)
     CultureLLMTrainer(model=model_path, args=config, train_dataset=dataset).train()
     return round(time.perf_counter() - start, 1)
 
@@ -68,18 +71,22 @@ def main() -> None:
     print(f"1/3 data: seeds + augmentation, labels for {', '.join(cultures)}", flush=True)
     start = time.perf_counter()
     labels = load_wvs(wvs_dir / "distributions_50items_12countries.json")
-    teacher = TransformersBackend(args.model, batch_size=args.batch_size, dtype=args.dtype)
     config = CultureLLMPipelineConfig(num_seeds=args.num_seeds, max_samples_per_seed=args.max_samples_per_seed,
                                       paraphrase_retries=args.paraphrase_retries, seed=args.seed,
                                       show_progress=False)
-    pipeline = CultureLLMPipeline(teacher, labels, cultures, config)
-    corpus = pipeline.run(work / "data")
-    stats = pipeline.stats
-    timings["data"] = round(time.perf_counter() - start, 1)
+    if (work / "data" / "dataset" / "dataset_dict.json").is_file() and (work / "data" / "stats.json").is_file():
+        corpus = datasets.load_from_disk(str(work / "data" / "dataset"))  # a finished data stage: reuse it
+        stats = json.loads((work / "data" / "stats.json").read_text())
+    else:
+        teacher = TransformersBackend(args.model, batch_size=args.batch_size, dtype=args.dtype)
+        pipeline = CultureLLMPipeline(teacher, labels, cultures, config)
+        corpus = pipeline.run(work / "data")
+        stats = pipeline.stats
+        del pipeline, teacher
+    timings["data"] = stats.get("seconds", round(time.perf_counter() - start, 1))
     seed_ids = list(stats["train_items"])
     print(f"   {len(corpus['augmented'])} augmented samples, {len(corpus['train'])} training records, "
           f"{len(seed_ids)} seed items held out", flush=True)
-    del pipeline, teacher
 
     print("2/3 training: specific adapters and CultureLLM-One", flush=True)
     model_path = resolve_model_path(args.model)

@@ -13,11 +13,13 @@ Writes benchmarks/results/culturespa_experiment.json (+ .md). Reproduce with (ab
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import datasets
 import torch
 
 from culture_align.models import load_culture_adapters, load_model_and_tokenizer, resolve_model_path
@@ -37,6 +39,7 @@ def train(mode: str, model_path: str, dataset, output_dir: Path, args: argparse.
         output_dir=str(output_dir), mode=mode, per_device_train_batch_size=args.train_batch_size,
         gradient_accumulation_steps=1, num_train_epochs=args.epochs, learning_rate=args.learning_rate,
         max_length=512, logging_steps=10, save_strategy="no", report_to="none", bf16=args.dtype == "bfloat16",
+        use_cpu=not torch.cuda.is_available(),
         seed=args.seed)
     CultureSPATrainer(model=model_path, args=config, train_dataset=dataset).train()
     return round(time.perf_counter() - start, 1)
@@ -67,14 +70,18 @@ def main() -> None:
     config = CultureSPAPipelineConfig(cultures=cultures, questions_per_topic=args.questions_per_topic,
                                       requests_per_round=16, dtype=args.dtype, batch_size=args.batch_size,
                                       question_params=replace(DEFAULT_QUESTION_PARAMS, max_new_tokens=160),
-                                      seed=args.seed, show_progress=False)
-    pipeline = CultureSPAPipeline(args.model, cultures, config, wvs=wvs)
-    corpus = pipeline.run(work / "data")
-    timings["data"] = round(time.perf_counter() - start, 1)
-    stats = pipeline.stats
+                                      seed=args.seed, cache_chunk_size=32)
+    if (work / "data" / "dataset" / "dataset_dict.json").is_file() and (work / "data" / "stats.json").is_file():
+        corpus = datasets.load_from_disk(str(work / "data" / "dataset"))  # a finished data stage: reuse it
+        stats = json.loads((work / "data" / "stats.json").read_text())
+    else:
+        pipeline = CultureSPAPipeline(args.model, cultures, config, wvs=wvs)
+        corpus = pipeline.run(work / "data")
+        stats = pipeline.stats
+        del pipeline
+    timings["data"] = stats.get("seconds", round(time.perf_counter() - start, 1))
     print(f"   {len(corpus['questions'])} questions kept, {len(corpus['train'])} CRQPC records; changed share "
           f"{stats['changed_share']}", flush=True)
-    del pipeline
 
     print("2/3 training: joint and specific adapters", flush=True)
     model_path = resolve_model_path(args.model)

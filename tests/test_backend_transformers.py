@@ -1,5 +1,6 @@
 """TransformersBackend on the tiny random Llama: exact greedy decoding, batch-independent seeded sampling,
-stop strings, length limits and grammar-constrained JSON."""
+stop strings, length limits, grammar-constrained JSON, and the prefix KV cache (same completions with and
+without it, bounded, reused across calls and within a batch)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 
 from culture_align.backends import CachedBackend, GenerationParams, TransformersBackend
 from culture_align.backends import transformers as tb
+from culture_align.backends.kv_cache import PrefixKVCache
 
 
 @pytest.fixture(autouse=True)
@@ -168,3 +170,138 @@ def test_with_cached_backend(backend, tmp_path):
     assert backend.stats.requests == requests  # nothing regenerated
     assert cached.cache.hits == len(CONVS) and cached.cache.misses == len(CONVS)
     assert len((tmp_path / "cache.jsonl").read_text().splitlines()) == 2 * len(CONVS)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Prefix KV cache
+# ------------------------------------------------------------------------------------------------------
+
+
+def _fake_kv(tokens) -> torch.Tensor:
+    """KV ``[layers=1, 2, heads=1, len, dim=1]`` whose entries are the token ids themselves."""
+    return torch.tensor(tokens, dtype=torch.float32).view(1, 1, 1, -1, 1).expand(1, 2, 1, -1, 1).clone()
+
+
+def _joined(match) -> list[int]:
+    return torch.cat(match.segments, dim=3)[0, 0, 0, :, 0].int().tolist() if match.segments else []
+
+
+def test_prefix_store_match_insert_split_and_evict():
+    store = PrefixKVCache(max_tokens=10)
+    asked = []
+
+    def insert(tokens):
+        def kv_of(start, end):
+            asked.append((start, end))
+            return _fake_kv(tokens[start:end])
+        return store.insert(tokens, kv_of)
+
+    assert insert([1, 2, 3, 4]) == 4 and store.num_tokens == 4
+    match = store.match([1, 2, 3, 9])
+    assert match.length == 3 and _joined(match) == [1, 2, 3]
+    assert insert([1, 2, 5, 6]) == 2 and asked[-1] == (2, 4)  # only the uncached part is asked for
+    assert store.num_tokens == 6  # the shared [1, 2] is stored once (the first run was split)
+    match = store.match([1, 2, 5, 6, 7])
+    assert match.length == 4 and _joined(match) == [1, 2, 5, 6]
+    assert store.match([1, 2, 3, 4], limit=3).length == 3 and store.match([8]).length == 0
+    assert insert([1, 2, 5, 6]) == 0  # already there
+    # Over budget: the least recently used leaf goes first ([3, 4] was used before [5, 6]).
+    store.match([1, 2, 5, 6])
+    assert insert([7, 8, 9, 10, 11]) == 5 and store.num_tokens == 9
+    assert store.match([1, 2, 3, 4]).length == 2 and store.match([1, 2, 5, 6]).length == 4
+    assert _joined(store.match([7, 8, 9, 10, 11])) == [7, 8, 9, 10, 11]
+    store.clear()
+    assert store.num_tokens == 0 and store.match([7, 8]).length == 0
+    with pytest.raises(ValueError, match="max_tokens"):
+        PrefixKVCache(0)
+
+
+LONG_SYSTEM = ("You are a real person with your own values and beliefs, taking part in the World Values Survey. "
+               "Answer the survey question below with the number of the option you choose, and nothing else.")
+
+
+def _multi_turn(texts: list[str]) -> list[list[dict[str, str]]]:
+    """Second turns of the CONVS chats (with a long shared system prompt), plus a chat never seen before."""
+    firsts = [_chat(c[-1]["content"], system=LONG_SYSTEM) for c in CONVS]
+    seconds = [c + [{"role": "assistant", "content": t}, {"role": "user", "content": "Why? Answer 1 2 3"}]
+               for c, t in zip(firsts, texts)]
+    return seconds[:3] + [_chat("0 1 2 3 4 5 6 7 8 9 10 11")] + seconds[3:]
+
+
+@pytest.fixture()
+def no_prefix_cache(tiny_model_and_tokenizer):
+    model, tok = tiny_model_and_tokenizer
+    return TransformersBackend.from_model(model, tok, model_id="tiny", batch_size=4, prefix_cache_tokens=0)
+
+
+def test_prefix_cache_gives_the_same_completions(backend, no_prefix_cache):
+    assert backend.prefix_cache is not None and no_prefix_cache.prefix_cache is None
+    greedy = GenerationParams(temperature=0, max_new_tokens=10)
+    firsts = [_chat(c[-1]["content"], system=LONG_SYSTEM) for c in CONVS]
+    first = backend.generate(firsts, greedy)
+    assert first == no_prefix_cache.generate(firsts, greedy)
+    # Within the first batch, the shared system prompt was prefilled once for all its prompts.
+    assert backend.stats.cached_prompt_tokens > 0
+    assert backend.stats.prefilled_tokens < no_prefix_cache.stats.prefilled_tokens == backend.stats.prompt_tokens
+    # Second turns extend the first prompts: almost everything is reused; rows with different cached
+    # lengths (and a chat never seen) share batches, so masks have holes.
+    seconds = _multi_turn(first)
+    before = backend.stats.to_dict()
+    assert backend.generate(seconds, greedy) == no_prefix_cache.generate(seconds, greedy)
+    cached = backend.stats.cached_prompt_tokens - before["cached_prompt_tokens"]
+    assert cached > 0.6 * (backend.stats.prompt_tokens - before["prompt_tokens"])
+    assert no_prefix_cache.stats.cached_prompt_tokens == 0 and no_prefix_cache.stats.prefix_cache_hit_rate == 0
+    assert 0 < backend.stats.prefix_cache_hit_rate < 1
+    # The logits themselves agree with a full prefill (up to float rounding).
+    prompts = [backend.encode(c) for c in seconds]
+    with torch.inference_mode():
+        reused, _, _ = backend._prefill(prompts, new_tokens=4)
+        recomputed, _, _ = no_prefix_cache._prefill(prompts, new_tokens=4)
+    torch.testing.assert_close(reused, recomputed, rtol=1e-4, atol=1e-4)
+
+
+def test_prefix_cache_keeps_seeded_sampling_per_request(backend, no_prefix_cache):
+    params = GenerationParams(temperature=1.0, top_p=0.9, max_new_tokens=10, seed=5, n=2)
+    firsts = [_chat(c[-1]["content"], system=LONG_SYSTEM) for c in CONVS]
+    first = backend.generate(firsts, params)
+    assert first == no_prefix_cache.generate(firsts, params)
+    seconds = _multi_turn(first[::2])
+    texts = backend.generate(seconds, params)
+    assert texts == no_prefix_cache.generate(seconds, params)
+    assert backend.generate(seconds, params) == texts  # fully cached prompts: still the same draws
+    assert backend.generate(seconds[::-1], params) == [t for i in range(len(seconds))[::-1]
+                                                       for t in texts[2 * i: 2 * i + 2]]
+
+
+def test_prefix_cache_is_bounded(tiny_model_and_tokenizer, no_prefix_cache):
+    model, tok = tiny_model_and_tokenizer
+    small = TransformersBackend.from_model(model, tok, model_id="tiny", batch_size=4, prefix_cache_tokens=60)
+    greedy = GenerationParams(temperature=0, max_new_tokens=6)
+    firsts = [_chat(c[-1]["content"], system=LONG_SYSTEM) for c in CONVS]
+    for convs in (firsts, _multi_turn(small.generate(firsts, greedy))):
+        assert small.generate(convs, greedy) == no_prefix_cache.generate(convs, greedy)
+        assert small.prefix_cache.num_tokens <= 60
+    small.clear_prefix_cache()
+    assert small.prefix_cache.num_tokens == 0
+    with pytest.raises(ValueError, match="prefix_cache_tokens"):
+        TransformersBackend.from_model(model, tok, prefix_cache_tokens=-1)
+
+
+def test_chat_template_renders_earlier_turns_identically(backend):
+    """The tiny ChatML template is prefix-stable in tokens: a chat's prompt extends its earlier prompts up to
+    the generation prompt (what the prefix cache relies on)."""
+    chat = _chat("How important is family in your life?", system=LONG_SYSTEM)
+    longer = chat + [{"role": "assistant", "content": "1"}, {"role": "user", "content": "yes or no?"}]
+    earlier, later = backend.encode(chat), backend.encode(longer)
+    assert later[: len(earlier)] == earlier
+
+
+def test_prefix_cache_empties_when_the_weights_change(backend, no_prefix_cache):
+    greedy = GenerationParams(temperature=0, max_new_tokens=8)
+    firsts = [_chat(c[-1]["content"], system=LONG_SYSTEM) for c in CONVS]
+    backend.generate(firsts, greedy)
+    within_batch = backend.stats.cached_prompt_tokens  # nothing cached before: only in-batch sharing
+    with torch.no_grad():
+        backend.model.model.layers[0].self_attn.k_proj.weight.mul_(1.5)  # in place, as a training step would
+    assert backend.generate(firsts, greedy) == no_prefix_cache.generate(firsts, greedy)
+    assert backend.stats.cached_prompt_tokens == 2 * within_batch  # the stale KV was not reused

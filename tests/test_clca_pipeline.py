@@ -83,7 +83,7 @@ class FakeBackend(GenerationBackend):
 
     def _TurnReply(self, conversation, params):
         system, user = conversation[0]["content"], conversation[1]["content"]
-        me, other = re.search(r"You are (.+?), in a conversation with (.+?) in ", system).groups()
+        me, other = re.search(r"Your role: you are (.+?), in a conversation with (.+?)\.\n", system).groups()
         turn = int(re.search(r"It is turn (\d+) of at most", user).group(1))
         if ("[[bad-turn]]" in system and turn == 3) or ("[[bad-first]]" in system and turn == 1):
             return BAD
@@ -326,8 +326,10 @@ def test_roleplay_outcomes_and_prompts(seed_file):
     assert rejection["stage"] == "roleplay" and rejection["reason"] == "too_short"
     assert json.loads(rejection["detail"])["end_reason"] == "malformed"
     # participant 1 is agent1, participant 2 is agent2
-    assert {c["conversations"][0][0]["content"].split(",")[0] for c in agent1.calls} == {"You are Ann Lee"}
-    assert {c["conversations"][0][0]["content"].split(",")[0] for c in agent2.calls} == {"You are Bob Stone"}
+    def role(call):
+        return re.search(r"Your role: you are (.+?),", call["conversations"][0][0]["content"]).group(1)
+
+    assert {role(c) for c in agent1.calls} == {"Ann Lee"} and {role(c) for c in agent2.calls} == {"Bob Stone"}
     # own goal and secret in the system prompt, never the other's; history and turn number in the user turn
     system, user = agent2.calls[0]["conversations"][0][0]["content"], agent2.calls[0]["conversations"][0][1]["content"]
     assert "Buy low." in system and "Bob Stone's secret." in system
@@ -351,6 +353,57 @@ def test_roleplay_outcomes_and_prompts(seed_file):
 def test_strip_impersonation(text, kept, flagged):
     assert strip_impersonation(text, "Ann Lee", "Bob Stone") == (kept, flagged)
     assert strip_impersonation("Thanks.\nDr. Cooper: Rest.", "Kevin", "Dr. Helen Cooper") == ("Thanks.", True)
+
+
+def _roleplay_turns(scenario, turns: int) -> list[dict]:
+    return [{"participant": 2 - t % 2, "speaker": scenario[f"person{2 - t % 2}"]["name"], "action": "speak",
+             "text": f"Words of turn {t}, quite a few of them.", "intent": None} for t in range(1, turns + 1)]
+
+
+def test_roleplay_prompts_reuse_the_prefix_cache(tiny_model_and_tokenizer):
+    """Role-play prompts go from the most shared text to the least shared, and the history only grows:
+    agent 2's first prompt reuses the rules, the culture and the scenario from agent 1's, and each agent's
+    prompt at turn t + 2 reuses its prompt at turn t up to the end of the history shown then."""
+    from culture_align.backends.transformers import TransformersBackend
+    from culture_align.culture_profiles import get_culture_profile
+    from culture_align.prompts.clca import build_roleplay_conversation
+
+    model, tok = tiny_model_and_tokenizer
+    backend = TransformersBackend.from_model(model, tok, model_id="tiny", batch_size=8)
+    profile = get_culture_profile("GBR")
+    scenarios = [seed("a"), seed("b", "A second market, another day.")]
+    one_token = GenerationParams(temperature=0, max_new_tokens=1)
+    rates = []
+    for turn in (1, 2, 3, 4):
+        participant = 2 - turn % 2
+        convs = [build_roleplay_conversation(s, participant, profile, _roleplay_turns(s, turn - 1), 6)
+                 for s in scenarios]
+        before = backend.stats.to_dict()
+        backend.generate(convs, one_token)
+        rates.append((backend.stats.cached_prompt_tokens - before["cached_prompt_tokens"])
+                     / (backend.stats.prompt_tokens - before["prompt_tokens"]))
+    assert rates[0] > 0.5  # both dialogues: the rules and the culture prefilled once
+    assert rates[1] > 0.6  # agent 2: rules, culture and scenario from agent 1's prompts
+    assert rates[2] > 0.85 and rates[3] > 0.85  # the earlier prompt of the same agent
+
+
+@pytest.mark.slow
+def test_roleplay_with_prefix_cache_on_embedded_model(seed_file):
+    """Greedy role-play on SmolLM2: the same dialogues with the prefix KV cache as without, most prompt
+    tokens reused."""
+    from culture_align.backends.transformers import TransformersBackend
+
+    cached = TransformersBackend("smollm2-135m-instruct", model_id="smol", batch_size=4)
+    plain = TransformersBackend.from_model(cached.model, cached.tokenizer, model_id="smol", batch_size=4,
+                                           prefix_cache_tokens=0)
+    scenarios = adapted(seed_file)[0].dataset.select(range(3))
+    params = GenerationParams(temperature=0, max_new_tokens=40)
+    with_cache = run_roleplay(scenarios, cached, params=params, max_turns=4, show_progress=False)
+    without = run_roleplay(scenarios, plain, params=params, max_turns=4, show_progress=False)
+    assert [d["turns"] for d in with_cache.dataset] == [d["turns"] for d in without.dataset]
+    assert len(with_cache.dataset) + len(with_cache.rejections) == 3
+    assert cached.stats.prefix_cache_hit_rate > 0.6 and plain.stats.cached_prompt_tokens == 0
+    assert cached.stats.prefilled_tokens < 0.5 * plain.stats.prefilled_tokens
 
 
 def judged(seed_file, **kwargs):
@@ -540,7 +593,7 @@ def test_pipeline_roles_and_validation(tmp_path, seed_file):
 def test_shared_cache_between_backends_with_the_same_model(tmp_path):
     cache = CompletionCache(tmp_path / "cache.jsonl")
     a, b = CachedBackend(FakeBackend(), cache), CachedBackend(RaisingBackend(), cache)
-    conv = [[{"role": "system", "content": "You are Ann Lee, in a conversation with Bob in X."},
+    conv = [[{"role": "system", "content": "Your role: you are Ann Lee, in a conversation with Bob.\n"},
              {"role": "user", "content": "It is turn 1 of at most 2."}]]
     params = GenerationParams(json_schema=json_schema_for(TurnReply))
     assert a.generate(conv, params) == b.generate(conv, params)

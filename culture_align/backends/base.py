@@ -66,6 +66,10 @@ class GenerationStats:
     Attributes:
         requests: Completions produced (a conversation with ``n=3`` counts 3).
         prompt_tokens: Prompt tokens processed (each unique prompt of a batch counted once).
+        cached_prompt_tokens: Of ``prompt_tokens``, those whose keys/values were reused from a prefix cache
+            instead of being computed (local backends only).
+        prefilled_tokens: Prompt tokens actually run through the model, shared prefixes computed once for
+            several prompts included (local backends only).
         generated_tokens: Tokens generated, end-of-turn tokens included.
         seconds: Wall-clock seconds spent in :meth:`GenerationBackend.generate`.
         retries: Requests sent again after a transient error (server backends only).
@@ -73,6 +77,8 @@ class GenerationStats:
 
     requests: int = 0
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    prefilled_tokens: int = 0
     generated_tokens: int = 0
     seconds: float = 0.0
     retries: int = 0
@@ -82,8 +88,14 @@ class GenerationStats:
         """Generated tokens per wall-clock second (0 before any generation)."""
         return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def prefix_cache_hit_rate(self) -> float:
+        """Share of prompt tokens reused from the prefix cache (0 before any generation)."""
+        return self.cached_prompt_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "tokens_per_second": self.tokens_per_second}
+        return {**asdict(self), "tokens_per_second": self.tokens_per_second,
+                "prefix_cache_hit_rate": self.prefix_cache_hit_rate}
 
 
 def request_key(model_id: str, conversation: Conversation, params: GenerationParams, sample_index: int = 0) -> str:

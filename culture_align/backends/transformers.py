@@ -13,6 +13,22 @@ completion depends only on its own request:
 * position ids come from each row's own prompt length, so left padding does not shift positions;
 * finished rows leave the batch, so long completions do not make short ones pay.
 
+Prompt KV reuse (models whose layers all use full attention: Llama, Qwen2, SmolLM2, ...):
+
+* a :class:`~culture_align.backends.kv_cache.PrefixKVCache` keeps the KV of recent prompts across calls
+  (``prefix_cache_tokens``); a prompt only prefills what follows its longest cached token prefix, like
+  vLLM's automatic prefix caching. Multi-turn callers gain most: a role-play agent's prompt at turn t
+  extends its prompt at turn t-2, and both agents of a dialogue share the instructions and the scenario;
+* prompts of one batch that share a prefix beyond what is cached (the same instructions, the same
+  scenario) prefill it once, in an extra pass, before their own tokens;
+* a batch then joins, per row, its cached segments (left-padded to the longest cached part) and its new
+  tokens (left-padded to the longest new part): the attention mask may have a hole between the two, and
+  position ids are the running count of real tokens, so every row sees exactly its unpadded prompt;
+* the batch cache is preallocated for the prompts and the new tokens (no per-step concatenation).
+
+Reused KV equals recomputed KV up to float rounding (the same as batching differently): greedy outputs with
+and without the prefix cache agree, and seeded sampling stays per request.
+
 Structured output: with ``params.json_schema`` set, decoding is constrained by an ``xgrammar`` grammar
 compiled from the schema (once per schema), with one ``GrammarMatcher`` per row.
 """
@@ -38,6 +54,7 @@ from transformers.generation.logits_process import (
 from transformers.utils import logging
 
 from .base import Conversation, GenerationBackend, GenerationParams, GenerationStats, request_key
+from .kv_cache import PreallocatedKVCache, PrefixKVCache, PrefixMatch, kv_layout, supports_kv_reuse
 
 try:  # optional at runtime: without it, JSON schemas are not enforced (a warning says so)
     import xgrammar
@@ -50,11 +67,28 @@ __all__ = ["TransformersBackend", "request_seed"]
 
 _MASK64 = (1 << 64) - 1
 
+DEFAULT_PREFIX_CACHE_BYTES = 2 << 30
+"""Memory budget of the prefix cache when ``prefix_cache_tokens`` is not given (2 GiB), capped at
+:data:`MAX_DEFAULT_PREFIX_CACHE_TOKENS` tokens."""
+
+MAX_DEFAULT_PREFIX_CACHE_TOKENS = 65536
+
+MIN_SHARED_PREFIX_TOKENS = 32
+"""Prompts of a batch sharing at least this many uncached tokens prefill them once, in an extra pass."""
+
 
 def request_seed(model_id: str, conversation: Conversation, params: GenerationParams, sample_index: int) -> int:
     """The 64-bit seed of one completion: the first 16 hex digits of its request key, XOR ``params.seed``."""
     key = request_key(model_id, conversation, params, sample_index)
     return (int(key[:16], 16) ^ params.seed) & _MASK64
+
+
+def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 def _as_list(ids: int | Sequence[int] | None) -> list[int]:
@@ -90,6 +124,12 @@ class TransformersBackend(GenerationBackend):
         dtype: Weights dtype (default: bfloat16 on CUDA, float32 on CPU).
         adapter: Optional PEFT adapter folder loaded on top of the model.
         show_progress: Show a tqdm bar over completions (default False).
+        prefix_cache_tokens: Token budget of the cross-call prefix KV cache; 0 turns it off. Default (None):
+            as many tokens as fit in :data:`DEFAULT_PREFIX_CACHE_BYTES` (2 GiB), at most 65536 (SmolLM2-135M
+            in float32 takes 46 KiB per token: 45k tokens). For multi-turn work, give it room for the live
+            contexts (e.g. role-play: dialogues x context length), or least-recently-used eviction cycles
+            through them and nothing is reused. Ignored (off) for models with sliding-window or other
+            non-full-attention layers.
         **load_kwargs: Passed to :func:`~culture_align.models.load_model_and_tokenizer`.
 
     Use :meth:`from_model` for an already loaded ``(model, tokenizer)`` pair.
@@ -98,28 +138,35 @@ class TransformersBackend(GenerationBackend):
     def __init__(self, model_name_or_path: str | os.PathLike, *, model_id: str | None = None,
                  batch_size: int = 16, device: str | torch.device | None = None,
                  dtype: torch.dtype | str | None = None, adapter: str | os.PathLike | None = None,
-                 show_progress: bool = False, **load_kwargs: Any) -> None:
+                 show_progress: bool = False, prefix_cache_tokens: int | None = None, **load_kwargs: Any) -> None:
         from ..models import load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(model_name_or_path, dtype=dtype, device=device,
                                                     adapter=adapter, **load_kwargs)
-        self._setup(model, tokenizer, model_id or str(model_name_or_path), batch_size, show_progress)
+        self._setup(model, tokenizer, model_id or str(model_name_or_path), batch_size, show_progress,
+                    prefix_cache_tokens)
 
     @classmethod
     def from_model(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, model_id: str | None = None,
-                   batch_size: int = 16, show_progress: bool = False) -> TransformersBackend:
+                   batch_size: int = 16, show_progress: bool = False,
+                   prefix_cache_tokens: int | None = None) -> TransformersBackend:
         """Wrap an already loaded model (a PEFT model works: the active adapter is used).
 
         Args:
             model_id: Name used in cache keys (default: ``model.config.name_or_path``).
+            prefix_cache_tokens: As in the constructor (0: off; None: the default budget).
+
+        The prefix cache holds KV of the weights in use when it was filled. It empties itself when the
+        parameters change (training steps, new modules, loaded weights) or the active adapters do; call
+        :meth:`clear_prefix_cache` after any other change (e.g. inside PEFT's ``disable_adapter()``).
         """
         self = cls.__new__(cls)
         name = model_id or getattr(model.config, "name_or_path", None) or type(model).__name__
-        self._setup(model, tokenizer, name, batch_size, show_progress)
+        self._setup(model, tokenizer, name, batch_size, show_progress, prefix_cache_tokens)
         return self
 
     def _setup(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, model_id: str, batch_size: int,
-               show_progress: bool) -> None:
+               show_progress: bool, prefix_cache_tokens: int | None) -> None:
         if getattr(tokenizer, "chat_template", None) is None:
             raise ValueError("the tokenizer has no chat template: set tokenizer.chat_template first")
         if batch_size < 1:
@@ -136,6 +183,43 @@ class TransformersBackend(GenerationBackend):
         self._grammar_compiler: Any = None
         self._grammars: dict[str, Any] = {}
         self._stop_ids: list[int] | None = None
+        self._kv_reuse = supports_kv_reuse(model.config)
+        self._kv_layout = kv_layout(model.config) if self._kv_reuse else None
+        if prefix_cache_tokens is None:
+            layers, kv_heads, head_dim = self._kv_layout or (1, 1, 1)
+            per_token = 2 * layers * kv_heads * head_dim * next(model.parameters()).element_size()
+            prefix_cache_tokens = min(MAX_DEFAULT_PREFIX_CACHE_TOKENS, DEFAULT_PREFIX_CACHE_BYTES // per_token)
+        if prefix_cache_tokens < 0:
+            raise ValueError(f"prefix_cache_tokens must be >= 0 (0: off), got {prefix_cache_tokens}")
+        self.prefix_cache: PrefixKVCache | None = None
+        """The cross-call prefix KV cache (None when off or unsupported by the model)."""
+        if prefix_cache_tokens and self._kv_reuse:
+            self.prefix_cache = PrefixKVCache(prefix_cache_tokens)
+        self._weights_seen = self._weights_fingerprint()
+
+    def clear_prefix_cache(self) -> None:
+        """Forget every cached prompt KV."""
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
+
+    def _weights_fingerprint(self) -> int:
+        """Changes when a parameter is replaced or modified in place (tensor version counters), or when the
+        active adapters change."""
+        params = tuple((id(p), p._version) for p in self.model.parameters())
+        adapters = getattr(self.model, "active_adapters", None)  # a property on PEFT models, a method on others
+        if callable(adapters):
+            try:
+                adapters = adapters()
+            except Exception:  # no adapter loaded
+                adapters = None
+        return hash((params, repr(adapters)))
+
+    def _invalidate_stale_prefixes(self) -> None:
+        if self.prefix_cache is not None:
+            fingerprint = self._weights_fingerprint()
+            if fingerprint != self._weights_seen:
+                self.prefix_cache.clear()
+                self._weights_seen = fingerprint
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model_id={self.model_id!r}, batch_size={self.batch_size})"
@@ -212,6 +296,7 @@ class TransformersBackend(GenerationBackend):
 
     @torch.inference_mode()
     def _generate_rows(self, conversations: list[Conversation], params: GenerationParams) -> list[str]:
+        self._invalidate_stale_prefixes()
         n = params.n
         encoded = [self.encode(c) for c in conversations]
         grammar = None
@@ -248,12 +333,26 @@ class TransformersBackend(GenerationBackend):
             warpers.append(TopPLogitsWarper(params.top_p))
         return warpers
 
-    def _prefill(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, DynamicCache]:
-        """Run left-padded prompts through the model.
+    def _prefill(self, prompts: list[list[int]], new_tokens: int) -> tuple[torch.Tensor, torch.Tensor, DynamicCache]:
+        """Run the prompts through the model, reusing cached prefixes where possible.
+
+        Args:
+            prompts: Token ids of U distinct prompts.
+            new_tokens: Tokens the caller will decode at most (room kept in the batch cache).
 
         Returns:
-            (last-token logits ``[U, V]`` float32, attention mask ``[U, W]``, cache).
+            (last-token logits ``[U, V]`` float32, attention mask ``[U, W]``, cache over those W columns).
         """
+        if not self._kv_reuse:
+            return self._prefill_plain(prompts)
+        matches = [PrefixMatch() for _ in prompts]
+        if self.prefix_cache is not None:
+            self._prefill_shared_prefixes(prompts)
+            matches = [self.prefix_cache.match(p, limit=len(p) - 1) for p in prompts]
+        return self._prefill_rows(prompts, matches, new_tokens)
+
+    def _prefill_plain(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, DynamicCache]:
+        """Left-padded prefill into a fresh ``DynamicCache`` (models whose KV cannot be reused)."""
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)
@@ -264,17 +363,102 @@ class TransformersBackend(GenerationBackend):
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
                          use_cache=True, logits_to_keep=1)
-        self.stats.prompt_tokens += sum(len(p) for p in prompts)
-        return out.logits[:, -1].float(), mask, out.past_key_values
+        tokens = sum(len(p) for p in prompts)
+        self.stats.prompt_tokens += tokens
+        self.stats.prefilled_tokens += tokens
+        return out.logits[:, -1].float(), mask, cache
+
+    def _prefill_rows(self, prompts: list[list[int]], matches: list[PrefixMatch], new_tokens: int,
+                      count_as_prompts: bool = True) -> tuple[torch.Tensor, torch.Tensor, PreallocatedKVCache]:
+        """Prefill each prompt after its cached prefix, in one forward pass, and cache the prompts' KV.
+
+        Column layout of the batch (``Wc`` = longest cached part, ``Wn`` = longest new part): row u holds
+        its cached KV in ``[Wc - c_u, Wc)`` and its new tokens in ``[Wc + Wn - n_u, Wc + Wn)``; the rest is
+        padding, masked out (a hole when both parts are shorter than the longest). Position ids count the
+        real tokens before each column, so they are those of the unpadded prompt.
+        """
+        device, rows = self.device, len(prompts)
+        cached = [m.length for m in matches]
+        fresh = [len(p) - c for p, c in zip(prompts, cached)]
+        wc, wn = max(cached), max(fresh)
+        width = wc + wn
+        layers, kv_heads, head_dim = self._kv_layout
+        dtype = next(self.model.parameters()).dtype
+        buffer = torch.empty((layers, 2, rows, kv_heads, width + new_tokens, head_dim), dtype=dtype, device=device)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((rows, wn), pad, dtype=torch.long)
+        mask = torch.zeros((rows, width), dtype=torch.long)
+        for u, (p, match) in enumerate(zip(prompts, matches)):
+            column = wc - match.length
+            buffer[:, :, u, :, :column].zero_()  # masked padding, but must not hold NaN bit patterns
+            for segment in match.segments:
+                buffer[:, :, u, :, column: column + segment.shape[3]] = segment
+                column += segment.shape[3]
+            ids[u, wn - fresh[u]:] = torch.tensor(p[match.length:], dtype=torch.long)
+            mask[u, wc - match.length: wc] = 1
+            mask[u, width - fresh[u]:] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, wc:]
+        cache = PreallocatedKVCache(buffer, length=wc)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                         logits_to_keep=1)
+        if self.prefix_cache is not None:
+            for u, p in enumerate(prompts):
+                self.prefix_cache.insert(p, self._kv_columns(buffer, u, wc, width, cached[u], len(p)))
+        if count_as_prompts:
+            self.stats.prompt_tokens += sum(len(p) for p in prompts)
+            self.stats.cached_prompt_tokens += sum(cached)
+        self.stats.prefilled_tokens += sum(fresh)
+        return out.logits[:, -1].float(), mask, cache
+
+    @staticmethod
+    def _kv_columns(buffer: torch.Tensor, row: int, wc: int, width: int, cached: int, length: int):
+        """``kv_of(start, end)`` for :meth:`PrefixKVCache.insert`: the KV of prompt tokens ``[start, end)``
+        of batch row ``row`` (cached tokens end at column ``wc``, the others at ``width``)."""
+
+        def kv_of(start: int, end: int) -> torch.Tensor:
+            parts = []
+            if start < cached:
+                parts.append(buffer[:, :, row, :, wc - cached + start: wc - cached + min(end, cached)])
+            if end > cached:
+                offset = width - length
+                parts.append(buffer[:, :, row, :, offset + max(start, cached): offset + end])
+            return parts[0].clone() if len(parts) == 1 else torch.cat(parts, dim=3)
+
+        return kv_of
+
+    def _prefill_shared_prefixes(self, prompts: Sequence[Sequence[int]]) -> None:
+        """Prefill once, into the prefix cache, the prefixes that prompts of this batch share beyond their
+        cached part (at least :data:`MIN_SHARED_PREFIX_TOKENS` tokens); prefixes shared by those prefixes
+        first (recursively), so the instructions common to all are computed once, then what a group shares.
+        """
+        limits = [len(p) - 1 for p in prompts]  # a prompt's last token always runs: its logits are needed
+        shared = [0] * len(prompts)
+        order = sorted(range(len(prompts)), key=lambda i: prompts[i])
+        for a, b in zip(order, order[1:]):
+            n = _common_prefix_length(prompts[a], prompts[b])
+            shared[a], shared[b] = max(shared[a], n), max(shared[b], n)
+        prefixes = set()
+        for i, p in enumerate(prompts):
+            n = min(shared[i], limits[i])
+            if n >= MIN_SHARED_PREFIX_TOKENS and n - self.prefix_cache.match(p, limit=n).length >= \
+                    MIN_SHARED_PREFIX_TOKENS:
+                prefixes.add(tuple(p[:n]))
+        if not prefixes:
+            return
+        prefixes = sorted(prefixes)
+        self._prefill_shared_prefixes(prefixes)
+        matches = [self.prefix_cache.match(p, limit=len(p) - 1) for p in prefixes]
+        self._prefill_rows([list(p) for p in prefixes], matches, new_tokens=0, count_as_prompts=False)
 
     def _decode_batch(self, rows: list[_Row], encoded: list[list[int]], params: GenerationParams) -> None:
         """Decode ``rows`` to completion in place (``row.tokens``), one token per active row per step."""
         device = self.device
         unique = list(dict.fromkeys(r.conv for r in rows))
         slot = {conv: u for u, conv in enumerate(unique)}
-        logits, mask, cache = self._prefill([encoded[i] for i in unique])
+        logits, mask, cache = self._prefill([encoded[i] for i in unique], params.max_new_tokens)
         index = torch.tensor([slot[r.conv] for r in rows], device=device)
         if len(rows) != len(unique):
             cache.reorder_cache(index)
@@ -314,8 +498,7 @@ class TransformersBackend(GenerationBackend):
                 active = [active[j] for j in keep]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
-                             past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+                             cache=cache, use_cache=True)
             logits = out.logits[:, -1].float()
             positions = positions + 1
 

@@ -9,9 +9,12 @@ person is a dict with ``name``, ``occupation``, ``background``, ``goal``, ``secr
 Stages and what each prompt shows:
 
 - scenario adaptation (teacher): the seed scenario as JSON, the target culture and its profile;
-- role-play (each agent): the scenario, the agent's own profile, goal and secret, the other participant's
-  public profile (name, occupation, background; never their goal or secret), the culture's profile, the
-  history and the turn number; the answer is JSON ``{"action", "output"}``;
+- role-play (each agent): the rules of the game, the culture's profile, the scenario with both participants'
+  public profiles (name, occupation, background), then the agent's own role: who it is, its goal and secret
+  (never the other's), then the history and the turn number; the answer is JSON ``{"action", "output"}``.
+  The order goes from the most shared to the least shared text (the same rules for every dialogue, the same
+  culture for a group, the same scenario for both agents), and the history only grows, so a backend with a
+  prefix KV cache computes each shared part once;
 - judge: the whole scenario (both goals included) and the transcript; three verdicts, the third a critique
   of the first two;
 - intent annotation: both participants' names, occupations and backgrounds (no goals, no secrets), the
@@ -32,6 +35,7 @@ __all__ = [
     "ACTIONS",
     "build_adaptation_conversation",
     "build_roleplay_conversation",
+    "build_roleplay_system",
     "build_quality_conversation",
     "build_alignment_conversation",
     "build_meta_conversation",
@@ -46,7 +50,7 @@ __all__ = [
     "format_transcript",
 ]
 
-PROMPT_VERSION = "clca-v1"
+PROMPT_VERSION = "clca-v2"
 """Version of the wording below; part of every record id and of the provenance."""
 
 ACTIONS = ("none", "non-verbal", "speak", "leave")
@@ -80,6 +84,7 @@ person is an object with exactly the keys "name", "occupation", "background", "g
 # Role-play
 # ----------------------------------------------------------------------------------------------------------
 
+# The trained participant's persona (system prompt of the training conversations).
 PERSONA = """You are {name}, in a conversation with {other_name} in {country}.
 
 Setting: {setting}
@@ -100,13 +105,30 @@ You do not know what {other_name} wants from this conversation.
 Culture: you both live in {country}. {profile}
 Behave, speak and pursue your goal the way a person of this culture would in this situation."""
 
-ROLEPLAY_INSTRUCTIONS = """At each turn you choose one action:
+ROLEPLAY_RULES = """You are playing one of the two participants in a role-play of a social situation. Act, speak and \
+pursue your goal the way this person would: stay in character the whole time.
+
+At each turn you choose one action:
 - "speak": you say something; "output" holds your words only.
 - "non-verbal": a gesture or an action without words; "output" describes it briefly.
 - "none": you do nothing this turn; "output" is "".
 - "leave": you leave the conversation, once your goal is reached or the outcome is clear; "output" may hold \
 your last words.
-Answer in English with one JSON object: {{"action": "speak" | "non-verbal" | "none" | "leave", "output": "..."}}.
+Answer in English with one JSON object: {"action": "speak" | "non-verbal" | "none" | "leave", "output": "..."}."""
+
+ROLEPLAY_CULTURE = """Culture: both participants live in {country}. {profile}
+Behave, speak and pursue your goal the way a person of this culture would in this situation."""
+
+ROLEPLAY_SCENARIO = """Setting: {setting}
+Relationship: {relationship}
+Participants:
+- {name1}. Occupation: {occupation1}. Background: {background1}
+- {name2}. Occupation: {occupation2}. Background: {background2}"""
+
+ROLEPLAY_ROLE = """Your role: you are {name}, in a conversation with {other_name}.
+- Your goal in this conversation: {goal}
+- Your secret (reveal it only if {name} would): {secrets}
+You do not know what {other_name} wants from this conversation.
 Write only your own turn, as {name}: never write {other_name}'s words or actions."""
 
 ROLEPLAY_TURN = """Conversation so far:
@@ -265,11 +287,33 @@ def format_transcript(turns: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(render_turn_for_history(t, i) for i, t in enumerate(turns, start=1))
 
 
+def build_roleplay_system(scenario: Mapping[str, Any], participant: int, profile: CultureProfile) -> str:
+    """A role-play agent's system prompt, from the most shared part to the least shared: the rules (the
+    same for all dialogues), the culture (the same for a culture), the scenario with both participants'
+    public profiles (the same for both agents of a dialogue), then ``participant``'s own role, goal and
+    secret."""
+    me, other = _persons(scenario, participant)
+    p1, p2 = scenario["person1"], scenario["person2"]
+    parts = [
+        ROLEPLAY_RULES,
+        ROLEPLAY_CULTURE.format(country=profile.culture.name, profile=profile.describe()),
+        ROLEPLAY_SCENARIO.format(setting=scenario["setting"], relationship=scenario["relationship"],
+                                 name1=p1["name"], occupation1=p1["occupation"], background1=p1["background"],
+                                 name2=p2["name"], occupation2=p2["occupation"], background2=p2["background"]),
+        ROLEPLAY_ROLE.format(name=me["name"], other_name=other["name"], goal=me["goal"], secrets=me["secrets"]),
+    ]
+    return "\n\n".join(parts)
+
+
 def build_roleplay_conversation(scenario: Mapping[str, Any], participant: int, profile: CultureProfile,
                                 turns: Sequence[Mapping[str, Any]], max_turns: int) -> list[dict[str, str]]:
-    """The chat asking ``participant`` for turn ``len(turns) + 1``, given the history ``turns``."""
-    me, other = _persons(scenario, participant)
-    system = build_training_persona(scenario, participant, profile, instructions=ROLEPLAY_INSTRUCTIONS)
+    """The chat asking ``participant`` for turn ``len(turns) + 1``, given the history ``turns``.
+
+    The system prompt is :func:`build_roleplay_system`; the user turn holds the history, then the turn
+    number. The prompt at turn t + 2 extends the one at turn t up to the end of the history shown then.
+    """
+    me, _ = _persons(scenario, participant)
+    system = build_roleplay_system(scenario, participant, profile)
     user = ROLEPLAY_TURN.format(history=format_transcript(turns), turn=len(turns) + 1, max_turns=max_turns,
                                 name=me["name"])
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]

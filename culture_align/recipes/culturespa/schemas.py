@@ -45,7 +45,9 @@ class GeneratedQuestion(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    question: str = Field(min_length=1, max_length=600)
+    # The 600-character cap is checked by the validator, not declared as maxLength: grammar engines expand a
+    # long maxLength into one state per character (seconds to compile with xgrammar).
+    question: str
     options: list[str] = Field(min_length=MIN_OPTIONS, max_length=MAX_OPTIONS)
 
     @field_validator("question")
@@ -54,6 +56,8 @@ class GeneratedQuestion(BaseModel):
         value = " ".join(value.split())
         if not value:
             raise ValueError("the question is empty")
+        if len(value) > 600:
+            raise ValueError(f"the question is longer than 600 characters ({len(value)})")
         return value
 
     @field_validator("options")

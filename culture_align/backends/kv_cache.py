@@ -1,0 +1,266 @@
+"""Key/value caches for :class:`~culture_align.backends.transformers.TransformersBackend`.
+
+Two pieces, both for decoder models whose layers all use full attention (Llama, Qwen2, SmolLM2, ...):
+
+* :class:`PrefixKVCache`: the keys and values of recently prefilled prompts kept across calls, in a radix
+  tree keyed by token ids (as SGLang's RadixAttention and vLLM's automatic prefix caching do). A new prompt
+  reuses the KV of its longest cached token prefix and only the rest is run through the model. Bounded
+  by a number of tokens (each shared prefix stored once), least recently used leaves evicted first.
+  The KV of a token depends only on the tokens before it, so reusing it changes nothing but float rounding.
+* :class:`PreallocatedKVCache`: a ``DynamicCache`` whose layers write into buffers allocated once per batch
+  (prompt width + new tokens), instead of concatenating the whole cache at every decoding step (which,
+  with a batch of long prompts, costs more than the forward pass itself on a CPU).
+
+KV tensors of one sequence are stored as ONE tensor of shape ``[layers, 2, kv_heads, tokens, head_dim]``
+(index 0 of dim 1 holds keys, 1 holds values); a batch buffer is ``[layers, 2, batch, kv_heads, capacity,
+head_dim]``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedConfig
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, get_layer_types_and_kwargs
+
+__all__ = ["PrefixKVCache", "PrefixMatch", "PreallocatedKVCache", "kv_layout", "supports_kv_reuse"]
+
+
+def supports_kv_reuse(config: PreTrainedConfig) -> bool:
+    """True when every layer of the model is a plain full-attention layer (no sliding window, no linear
+    attention, no KV sharing): only then can KV segments be cut, moved and joined freely."""
+    try:
+        layer_types, _ = get_layer_types_and_kwargs(config.get_text_config(decoder=True))
+    except Exception:  # configs this transformers version cannot describe: stay on the plain path
+        return False
+    return bool(layer_types) and all(t == "full_attention" for t in layer_types)
+
+
+def kv_layout(config: PreTrainedConfig) -> tuple[int, int, int]:
+    """``(layers, kv_heads, head_dim)`` of a decoder config."""
+    text = config.get_text_config(decoder=True)
+    heads = text.num_attention_heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    return int(text.num_hidden_layers), int(kv_heads), int(head_dim)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Prefix cache
+# ----------------------------------------------------------------------------------------------------------
+
+
+class _Node:
+    """A run of tokens and their KV ``[layers, 2, kv_heads, len(tokens), head_dim]``."""
+
+    __slots__ = ("tokens", "kv", "parent", "children", "last_used")
+
+    def __init__(self, tokens: tuple[int, ...], kv: torch.Tensor | None, parent: _Node | None) -> None:
+        self.tokens = tokens
+        self.kv = kv
+        self.parent = parent
+        self.children: dict[int, _Node] = {}
+        self.last_used = 0
+
+
+def _common_length(run: tuple[int, ...], tokens: Sequence[int], start: int) -> int:
+    """How many leading tokens of ``run`` equal ``tokens[start:]``."""
+    n = min(len(run), len(tokens) - start)
+    if tuple(tokens[start: start + n]) == run[:n]:
+        return n
+    i = 0
+    while run[i] == tokens[start + i]:
+        i += 1
+    return i
+
+
+@dataclass
+class PrefixMatch:
+    """The cached part of a prompt.
+
+    Attributes:
+        length: Tokens of the prompt whose KV is cached (a prefix of the prompt).
+        segments: KV tensors ``[layers, 2, kv_heads, n, head_dim]`` that, joined along the token axis, hold
+            the KV of those ``length`` tokens.
+    """
+
+    length: int = 0
+    segments: tuple[torch.Tensor, ...] = ()
+
+
+class PrefixKVCache:
+    """KV of recently seen prompts, found again by their longest common token prefix.
+
+    Args:
+        max_tokens: Tokens kept at most, counting each shared prefix once. Memory is
+            ``max_tokens * 2 * layers * kv_heads * head_dim * dtype size`` bytes at most (SmolLM2-135M in
+            float32: 46 KiB per token).
+
+    Tokens are compared as ids, so only prompts tokenized the same way share a prefix. When over budget,
+    the least recently used leaves (runs with no continuation) are dropped first; a run used by a lookup or
+    an insertion counts as used, and so do the runs before it.
+    """
+
+    def __init__(self, max_tokens: int) -> None:
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        self.max_tokens = int(max_tokens)
+        self._root = _Node((), None, None)
+        self._clock = 0
+        self.num_tokens = 0
+        """Tokens held now."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_tokens={self.num_tokens}, max_tokens={self.max_tokens})"
+
+    def clear(self) -> None:
+        """Drop everything."""
+        self._root = _Node((), None, None)
+        self.num_tokens = 0
+
+    def _tick(self) -> int:
+        self._clock += 1
+        return self._clock
+
+    def match(self, tokens: Sequence[int], limit: int | None = None) -> PrefixMatch:
+        """The longest cached prefix of ``tokens`` (at most ``limit`` tokens), marked as used."""
+        limit = len(tokens) if limit is None else min(limit, len(tokens))
+        now, node, pos = self._tick(), self._root, 0
+        segments: list[torch.Tensor] = []
+        while pos < limit:
+            child = node.children.get(tokens[pos])
+            if child is None:
+                break
+            n = min(_common_length(child.tokens, tokens, pos), limit - pos)
+            child.last_used = now
+            segments.append(child.kv if n == len(child.tokens) else child.kv[:, :, :, :n])
+            pos += n
+            if n < len(child.tokens):
+                break
+            node = child
+        return PrefixMatch(pos, tuple(segments))
+
+    def insert(self, tokens: Sequence[int], kv_of: Callable[[int, int], torch.Tensor]) -> int:
+        """Cache the KV of ``tokens``; ``kv_of(start, end)`` gives that of ``tokens[start:end]``
+        (``[layers, 2, kv_heads, end - start, head_dim]``, copied: it is kept). Only the part not cached yet
+        is asked for. Returns the number of tokens added."""
+        tokens = tuple(int(t) for t in tokens[: self.max_tokens])
+        now, node, pos = self._tick(), self._root, 0
+        while pos < len(tokens):
+            child = node.children.get(tokens[pos])
+            if child is None:
+                break
+            n = _common_length(child.tokens, tokens, pos)
+            if n < len(child.tokens):
+                child = self._split(child, n)
+            child.last_used = now
+            node, pos = child, pos + n
+        added = len(tokens) - pos
+        if added:
+            leaf = _Node(tokens[pos:], kv_of(pos, len(tokens)).contiguous(), node)
+            leaf.last_used = now
+            node.children[tokens[pos]] = leaf
+            self.num_tokens += added
+            self._evict()
+        return added
+
+    def _split(self, node: _Node, n: int) -> _Node:
+        """Cut ``node`` after its first ``n`` tokens; returns the new first part (the parent of the rest)."""
+        head = _Node(node.tokens[:n], node.kv[:, :, :, :n].clone(), node.parent)
+        head.last_used = node.last_used
+        node.parent.children[node.tokens[0]] = head
+        node.tokens, node.kv, node.parent = node.tokens[n:], node.kv[:, :, :, n:].clone(), head
+        head.children[node.tokens[0]] = node
+        return head
+
+    def _evict(self) -> None:
+        if self.num_tokens <= self.max_tokens:
+            return
+        leaves, stack = [], [self._root]
+        while stack:
+            node = stack.pop()
+            stack.extend(node.children.values())
+            if not node.children and node is not self._root:
+                leaves.append((node.last_used, id(node), node))
+        heapq.heapify(leaves)
+        while self.num_tokens > self.max_tokens and leaves:
+            _, _, leaf = heapq.heappop(leaves)
+            parent = leaf.parent
+            del parent.children[leaf.tokens[0]]
+            self.num_tokens -= len(leaf.tokens)
+            if parent is not self._root and not parent.children:
+                heapq.heappush(leaves, (parent.last_used, id(parent), parent))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Batch cache with preallocated buffers
+# ----------------------------------------------------------------------------------------------------------
+
+
+class _PreallocatedLayer(DynamicLayer):
+    """A ``DynamicLayer`` writing into preallocated ``[batch, kv_heads, capacity, head_dim]`` buffers;
+    ``keys``/``values`` are views of the filled part. Grows (doubling) if ever full."""
+
+    def __init__(self, key_buffer: torch.Tensor, value_buffer: torch.Tensor, length: int) -> None:
+        super().__init__()
+        self.key_buffer, self.value_buffer = key_buffer, value_buffer
+        self.device = key_buffer.device
+        self.is_initialized = True
+        self._set_length(length)
+
+    def _set_length(self, length: int) -> None:
+        self.length = length
+        self.keys = self.key_buffer[:, :, :length]
+        self.values = self.value_buffer[:, :, :length]
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:  # pragma: no cover
+        raise RuntimeError("a preallocated layer is initialised at construction")
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        new = key_states.shape[-2]
+        end = self.length + new
+        if end > self.key_buffer.shape[2]:
+            extra = max(end, 2 * self.key_buffer.shape[2]) - self.key_buffer.shape[2]
+            pad = (0, 0, 0, extra)
+            self.key_buffer = torch.nn.functional.pad(self.key_buffer, pad)
+            self.value_buffer = torch.nn.functional.pad(self.value_buffer, pad)
+        self.key_buffer[:, :, self.length: end] = key_states
+        self.value_buffer[:, :, self.length: end] = value_states
+        self._set_length(end)
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative number of tokens to remove, got {tokens_to_remove}")
+        self._set_length(self.length + tokens_to_remove)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.key_buffer = self.key_buffer.index_select(0, indices.to(self.device))
+        self.value_buffer = self.value_buffer.index_select(0, indices.to(self.device))
+        self._set_length(self.length)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.batch_select_indices(beam_idx)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
+        self.value_buffer = self.value_buffer.repeat_interleave(repeats, dim=0)
+        self._set_length(self.length)
+
+
+class PreallocatedKVCache(DynamicCache):
+    """A ``DynamicCache`` over one buffer ``[layers, 2, batch, kv_heads, capacity, head_dim]`` whose first
+    ``length`` positions are filled (the caller fills them before the first forward pass).
+
+    Decoding writes each new token in place: no per-step concatenation of the whole cache.
+    """
+
+    def __init__(self, buffer: torch.Tensor, length: int = 0) -> None:
+        Cache.__init__(self, layers=[_PreallocatedLayer(buffer[i, 0], buffer[i, 1], length)
+                                     for i in range(buffer.shape[0])])
