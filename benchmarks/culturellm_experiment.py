@@ -43,7 +43,9 @@ def train(mode: str, model_path: str, dataset, output_dir: Path, args: argparse.
         num_train_epochs=args.epochs, learning_rate=args.learning_rate, max_length=256, logging_steps=20,
         save_strategy="no", report_to="none", bf16=args.dtype == "bfloat16",
         use_cpu=not torch.cuda.is_available(), seed=args.seed)
-    CultureLLMTrainer(model=model_path, args=config, train_dataset=dataset).train()
+    trainer = CultureLLMTrainer(model=model_path, args=config, train_dataset=dataset)
+    trainer.train()
+    trainer.save_model()  # the adapter(s), cards and culture_adapters.json index
     return round(time.perf_counter() - start, 1)
 
 
@@ -58,6 +60,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--train-batch-size", type=int, default=16)
     parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--records-per-culture", type=int, default=None,
+                        help="train on a seeded sample of this many records per culture (CPU budget; default: all)")
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
@@ -88,10 +92,16 @@ def main() -> None:
     print(f"   {len(corpus['augmented'])} augmented samples, {len(corpus['train'])} training records, "
           f"{len(seed_ids)} seed items held out", flush=True)
 
-    print("2/3 training: specific adapters and CultureLLM-One", flush=True)
+    train_set = corpus["train"].filter(lambda c: c in cultures, input_columns="culture")
+    if args.records_per_culture:
+        train_set = datasets.concatenate_datasets([
+            train_set.filter(lambda c, culture=culture: c == culture, input_columns="culture").shuffle(seed=args.seed)
+            .select(range(min(args.records_per_culture, sum(c == culture for c in train_set["culture"]))))
+            for culture in cultures])
+    print(f"2/3 training: specific adapters and CultureLLM-One on {len(train_set)} records", flush=True)
     model_path = resolve_model_path(args.model)
-    timings["train_specific"] = train("specific", model_path, corpus["train"], work / "specific", args)
-    timings["train_one"] = train("joint", model_path, corpus["train"], work / "one", args)
+    timings["train_specific"] = train("specific", model_path, train_set, work / "specific", args)
+    timings["train_one"] = train("joint", model_path, train_set, work / "one", args)
 
     wvs = load_wvs(wvs_dir)
     evaluated = [c for c in cultures if c in wvs.cultures]
@@ -115,7 +125,7 @@ def main() -> None:
         "data": {"augmented": len(corpus["augmented"]), "train_records": len(corpus["train"]),
                  "rejections": len(corpus["rejections"]), "counts": stats.get("counts"),
                  "similarity": stats.get("similarity")},
-        "training": {"epochs": args.epochs, "learning_rate": args.learning_rate, "batch_size": args.train_batch_size},
+        "training": {"records": len(train_set), "records_per_culture": args.records_per_culture, "epochs": args.epochs, "learning_rate": args.learning_rate, "batch_size": args.train_batch_size},
         "adapters": {"specific": str(work / "specific"), "one": str(work / "one")},
         **results, "seconds": timings}
     write_results(Path(args.out), payload, table)

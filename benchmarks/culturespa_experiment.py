@@ -41,7 +41,9 @@ def train(mode: str, model_path: str, dataset, output_dir: Path, args: argparse.
         max_length=512, logging_steps=10, save_strategy="no", report_to="none", bf16=args.dtype == "bfloat16",
         use_cpu=not torch.cuda.is_available(),
         seed=args.seed)
-    CultureSPATrainer(model=model_path, args=config, train_dataset=dataset).train()
+    trainer = CultureSPATrainer(model=model_path, args=config, train_dataset=dataset)
+    trainer.train()
+    trainer.save_model()  # the adapter(s), cards and culture_adapters.json index
     return round(time.perf_counter() - start, 1)
 
 

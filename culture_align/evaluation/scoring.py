@@ -200,7 +200,7 @@ class OptionScorer:
             cache = _cache_from(prefix_kv, torch.zeros(bsz, dtype=torch.long, device=self.device))
         # Only the last real position of each row needs logits: keep the smallest window covering them.
         keep = width - int(lengths.min()) + 1
-        out = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=keep_cache,
+        out = self.model(input_ids=ids, attention_mask=mask, cache=cache, use_cache=keep_cache,
                          logits_to_keep=keep)
         last = lengths - 1 - (width - keep)
         logits = out.logits[torch.arange(bsz, device=self.device), last].float()
@@ -223,7 +223,7 @@ class OptionScorer:
         start = prefix_len + lengths.index_select(0, index)
         positions = start[:, None] + torch.arange(width, device=self.device)[None, :]
         out = self.model(input_ids=ids, attention_mask=attn, position_ids=positions,
-                         past_key_values=_cache_from(kv, index), use_cache=True)
+                         cache=_cache_from(kv, index), use_cache=True)
         logp = torch.log_softmax(out.logits.float(), dim=-1)
         return [logp[i, : len(p)] for i, (_, p) in enumerate(paths)]
 
@@ -241,7 +241,7 @@ class OptionScorer:
         ids = torch.tensor([[pad if t is None else t] for t in tokens], device=self.device)
         attn = torch.cat([mask, torch.ones_like(ids)], dim=1)
         positions = (prefix_len + lengths)[:, None]
-        out = self.model(input_ids=ids, attention_mask=attn, position_ids=positions, past_key_values=cache,
+        out = self.model(input_ids=ids, attention_mask=attn, position_ids=positions, cache=cache,
                          use_cache=True)
         cache.crop(-1)  # drop the token just fed: the cache is the first step's again
         return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
@@ -358,7 +358,7 @@ class OptionScorer:
                     break
                 mask = torch.cat([mask, torch.ones_like(token)[:, None]], dim=1)
                 out = self.model(input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None],
-                                 past_key_values=cache, use_cache=True)
+                                 cache=cache, use_cache=True)
                 cache = out.past_key_values
                 position = position + 1
                 scores = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
