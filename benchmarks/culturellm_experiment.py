@@ -31,22 +31,9 @@ from culture_align.wvs import load_wvs
 
 sys.path.insert(0, str(Path(__file__).parent))
 from eval_throughput import device_description  # noqa: E402
-from recipe_experiment import Condition, evaluate_conditions, markdown_table, write_results  # noqa: E402
+from recipe_experiment import Condition, evaluate_conditions, markdown_table, train_adapters, write_results  # noqa: E402
 
 TASK_CULTURES = "USA,DEU,CHN,BRA,MEX,KOR,JOR,BGD,TUR"
-
-
-def train(mode: str, model_path: str, dataset, output_dir: Path, args: argparse.Namespace) -> float:
-    start = time.perf_counter()
-    config = CultureLLMConfig(
-        output_dir=str(output_dir), mode=mode, per_device_train_batch_size=args.train_batch_size,
-        num_train_epochs=args.epochs, learning_rate=args.learning_rate, max_length=256, logging_steps=20,
-        save_strategy="no", report_to="none", bf16=args.dtype == "bfloat16",
-        use_cpu=not torch.cuda.is_available(), seed=args.seed)
-    trainer = CultureLLMTrainer(model=model_path, args=config, train_dataset=dataset)
-    trainer.train()
-    trainer.save_model()  # the adapter(s), cards and culture_adapters.json index
-    return round(time.perf_counter() - start, 1)
 
 
 def main() -> None:
@@ -100,8 +87,12 @@ def main() -> None:
             for culture in cultures])
     print(f"2/3 training: specific adapters and CultureLLM-One on {len(train_set)} records", flush=True)
     model_path = resolve_model_path(args.model)
-    timings["train_specific"] = train("specific", model_path, train_set, work / "specific", args)
-    timings["train_one"] = train("joint", model_path, train_set, work / "one", args)
+    train_kwargs = dict(batch_size=args.train_batch_size, epochs=args.epochs, learning_rate=args.learning_rate,
+                        dtype=args.dtype, seed=args.seed, max_length=256)
+    timings["train_specific"] = train_adapters(CultureLLMTrainer, CultureLLMConfig, "specific", model_path,
+                                               train_set, work / "specific", **train_kwargs)
+    timings["train_one"] = train_adapters(CultureLLMTrainer, CultureLLMConfig, "joint", model_path, train_set,
+                                          work / "one", **train_kwargs)
 
     wvs = load_wvs(wvs_dir)
     evaluated = [c for c in cultures if c in wvs.cultures]

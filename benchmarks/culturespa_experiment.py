@@ -30,21 +30,7 @@ from culture_align.wvs import load_wvs
 
 sys.path.insert(0, str(Path(__file__).parent))
 from eval_throughput import device_description  # noqa: E402
-from recipe_experiment import Condition, evaluate_conditions, markdown_table, write_results  # noqa: E402
-
-
-def train(mode: str, model_path: str, dataset, output_dir: Path, args: argparse.Namespace) -> float:
-    start = time.perf_counter()
-    config = CultureSPAConfig(
-        output_dir=str(output_dir), mode=mode, per_device_train_batch_size=args.train_batch_size,
-        gradient_accumulation_steps=1, num_train_epochs=args.epochs, learning_rate=args.learning_rate,
-        max_length=512, logging_steps=10, save_strategy="no", report_to="none", bf16=args.dtype == "bfloat16",
-        use_cpu=not torch.cuda.is_available(),
-        seed=args.seed)
-    trainer = CultureSPATrainer(model=model_path, args=config, train_dataset=dataset)
-    trainer.train()
-    trainer.save_model()  # the adapter(s), cards and culture_adapters.json index
-    return round(time.perf_counter() - start, 1)
+from recipe_experiment import Condition, evaluate_conditions, markdown_table, train_adapters, write_results  # noqa: E402
 
 
 def main() -> None:
@@ -87,8 +73,12 @@ def main() -> None:
 
     print("2/3 training: joint and specific adapters", flush=True)
     model_path = resolve_model_path(args.model)
-    timings["train_joint"] = train("joint", model_path, corpus["train"], work / "joint", args)
-    timings["train_specific"] = train("specific", model_path, corpus["train"], work / "specific", args)
+    train_kwargs = dict(batch_size=args.train_batch_size, epochs=args.epochs, learning_rate=args.learning_rate,
+                        dtype=args.dtype, seed=args.seed, max_length=512)
+    timings["train_joint"] = train_adapters(CultureSPATrainer, CultureSPAConfig, "joint", model_path, corpus["train"],
+                                            work / "joint", **train_kwargs)
+    timings["train_specific"] = train_adapters(CultureSPATrainer, CultureSPAConfig, "specific", model_path,
+                                               corpus["train"], work / "specific", **train_kwargs)
 
     print("3/3 evaluation on the WVS items", flush=True)
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)

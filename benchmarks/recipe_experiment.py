@@ -29,6 +29,26 @@ class Condition:
     adapters: dict[str, str] | None = None
 
 
+def train_adapters(trainer_class, config_class, mode: str, model_path: str, dataset, output_dir: Path, *,
+                   batch_size: int, epochs: float, learning_rate: float, dtype: str, seed: int,
+                   max_length: int = 512) -> float:
+    """Train and save culture adapters (``mode`` "joint" or "specific") with a recipe's trainer; seconds taken.
+
+    bfloat16 autocast on CPU when ``dtype="bfloat16"`` (about 2x faster where the CPU has AVX512-BF16).
+    """
+    import torch
+
+    start = time.perf_counter()
+    config = config_class(
+        output_dir=str(output_dir), mode=mode, per_device_train_batch_size=batch_size, num_train_epochs=epochs,
+        learning_rate=learning_rate, max_length=max_length, logging_steps=10, save_strategy="no", report_to="none",
+        bf16=dtype == "bfloat16", use_cpu=not torch.cuda.is_available(), seed=seed)
+    trainer = trainer_class(model=model_path, args=config, train_dataset=dataset)
+    trainer.train()
+    trainer.save_model()  # the adapter(s), their cards and the culture_adapters.json index
+    return round(time.perf_counter() - start, 1)
+
+
 def evaluate_conditions(model, tokenizer, wvs, cultures: list[str], conditions: list[Condition],
                         exclude_items: list[str], batch_size: int, output_dir: Path,
                         model_name: str) -> dict[str, Any]:
