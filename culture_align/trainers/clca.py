@@ -15,7 +15,6 @@ collator (one more tensor), `get_batch_samples` (per-task token counts), `comput
 
 from __future__ import annotations
 
-import textwrap
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -297,19 +296,7 @@ class CLCATrainer(SFTTrainer):
 
     _tag_names = ["trl", "sft", "clca", "culture-align"]
     _name = "CLCA"
-    _paper = {
-        "title": "Cultural Learning-Based Culture Adaptation of Language Models",
-        "id": "2504.02953",
-        # docstyle-ignore
-        "citation": textwrap.dedent("""\
-            @inproceedings{liu2025clca,
-                title        = {{Cultural Learning-Based Culture Adaptation of Language Models}},
-                author       = {Chen Cecilia Liu and Anna Korhonen and Iryna Gurevych},
-                year         = 2025,
-                booktitle    = {Proceedings of the 63rd Annual Meeting of the Association for Computational Linguistics},
-                pages        = {3114--3134},
-            }"""),
-    }
+    # The paper and citation of the model card: `culture_align.hub.RECIPES` (one place).
     # `compute_loss` normalises by the token counts of the whole accumulated batch: `Trainer` must not also divide by
     # the number of accumulation steps (TRL's base trainer maps this onto older transformers).
     loss_is_scaled_for_ga = True

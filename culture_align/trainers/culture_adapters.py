@@ -409,7 +409,7 @@ class CultureAdapterTrainer(SFTTrainer):
             "culture_column": self.args.culture_column,
             "settings": self._settings(key),
             "train_metrics": _jsonable(metrics or {}),
-            "paper": getattr(self, "_paper", {}).get("id"),
+            "paper": RECIPES[self._name.lower()].arxiv_id if self._name.lower() in RECIPES else None,
         }
 
     def _check_reusable(self, culture: str, folder: Path) -> dict[str, Any]:

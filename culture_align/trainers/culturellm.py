@@ -8,7 +8,6 @@ options, assistant = the option number. Culture-specific models are `mode="speci
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -86,15 +85,4 @@ class CultureLLMTrainer(CultureAdapterTrainer):
     config_class: ClassVar[type[CultureAdapterConfig]] = CultureLLMConfig
     _tag_names = ["trl", "sft", "culturellm", "culture-align"]
     _name = "CultureLLM"
-    _paper = {
-        "title": "CultureLLM: Incorporating Cultural Differences into Large Language Models",
-        "id": "2402.10946",
-        # docstyle-ignore
-        "citation": textwrap.dedent("""\
-            @inproceedings{li2024culturellm,
-                title        = {{CultureLLM: Incorporating Cultural Differences into Large Language Models}},
-                author       = {Cheng Li and Mengzhuo Chen and Jindong Wang and Sunayana Sitaram and Xing Xie},
-                year         = 2024,
-                booktitle    = {Advances in Neural Information Processing Systems},
-            }"""),
-    }
+    # The paper and citation of the model card: `culture_align.hub.RECIPES` (one place).

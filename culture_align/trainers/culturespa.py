@@ -9,7 +9,6 @@ hyper-parameters as defaults.
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -83,15 +82,4 @@ class CultureSPATrainer(CultureAdapterTrainer):
     config_class: ClassVar[type[CultureAdapterConfig]] = CultureSPAConfig
     _tag_names = ["trl", "sft", "culturespa", "culture-align"]
     _name = "CultureSPA"
-    _paper = {
-        "title": "Self-Pluralising Culture Alignment for Large Language Models",
-        "id": "2410.12971",
-        # docstyle-ignore
-        "citation": textwrap.dedent("""\
-            @article{xu2024culturespa,
-                title        = {{Self-Pluralising Culture Alignment for Large Language Models}},
-                author       = {Shaoyang Xu and Yongqi Leng and Linhao Yu and Deyi Xiong},
-                year         = 2024,
-                journal      = {arXiv preprint arXiv:2410.12971},
-            }"""),
-    }
+    # The paper and citation of the model card: `culture_align.hub.RECIPES` (one place).
