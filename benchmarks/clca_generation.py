@@ -3,24 +3,28 @@
 The same model (the embedded SmolLM2-135M-Instruct unless --model), the same scenarios and the same turn limit.
 Three runs, each on a fresh prefix cache:
 
-* ``batched``: ``run_roleplay`` over the whole set, one batched backend call per turn, with the backend's
-  prefix KV cache (the default): each agent's prompt at turn t reuses the KV of its prompt at turn t-2, and
-  the rules, the culture and the scenario are computed once for all the prompts that share them;
+* ``batched``: ``run_roleplay`` over the whole set as the recipe runs it: continuous batching (each finished
+  turn's follow-up joins the running batch at once) with the backend's prefix KV cache (the default): each
+  agent's prompt at turn t reuses the KV of its prompt at turn t-2, and the rules, the culture and the
+  scenario are computed once for all the prompts that share them;
+* ``batched_waves``: the same in waves (one batched call per turn, each waiting for the turn's longest
+  reply), to show what continuous batching adds (skip it with --no-waves);
 * ``sequential_reference``: the baseline, as the CLCA reference does it: each dialogue played on its own,
   one request at a time, and no prefix cache (the reference re-encodes the whole prompt at every turn);
 * ``sequential_prefix_cache``: one dialogue at a time again, but with the prefix cache (what batching adds
   on top of prefix caching; skip it with --no-sequential-prefix-cache).
 
 ``speedup`` is ``sequential_reference`` time / ``batched`` time (the issue's target: >= 4);
-``speedup_vs_sequential_prefix_cache`` is the second ratio. The backend seeds each request from the request
+``speedup_vs_sequential_prefix_cache`` and ``speedup_vs_waves`` are the other ratios. The backend seeds each request from the request
 itself, so the runs produce the same dialogues up to float rounding of differently shaped batches (a near-tie
 in sampling can then flip a token, and the rest of that dialogue differs): ``same_dialogues`` says whether
 they did. Each run reports its backend counters: prompt tokens, tokens reused from the prefix cache
 (``prefix_cache_hit_rate``), tokens actually prefilled, tokens generated. CPU seconds of the process are
 reported beside wall-clock seconds: on a shared machine they are less noisy.
 
-Writes benchmarks/results/clca_generation.json. Reproduce with:
-    nice -n 19 .venv/bin/python benchmarks/clca_generation.py
+Writes benchmarks/results/clca_generation.json (or --out). Reproduce with:
+    .venv/bin/python benchmarks/clca_generation.py
+(the README quotes the runs and their exact commands, with the thread count and the device).
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ def seed_scenarios_as_adapted(cultures: list[str], per_culture: int) -> datasets
 
 
 def timed_run(backend: TransformersBackend, scenarios: datasets.Dataset, params: GenerationParams,
-              one_at_a_time: bool, **kwargs: Any) -> tuple[list[StageResult], dict[str, Any]]:
+              one_at_a_time: bool, continuous: bool = True, **kwargs: Any) -> tuple[list[StageResult], dict[str, Any]]:
     """Role-play all scenarios (together, or one dialogue after the other) on a fresh prefix cache.
 
     Returns (results, measures: wall and CPU seconds, dialogues per minute, the backend's counters).
@@ -67,10 +71,10 @@ def timed_run(backend: TransformersBackend, scenarios: datasets.Dataset, params:
     before = backend.stats.to_dict()
     wall, cpu = time.perf_counter(), time.process_time()
     if one_at_a_time:
-        results = [run_roleplay(scenarios.select([i]), backend, params=params, **kwargs)
+        results = [run_roleplay(scenarios.select([i]), backend, params=params, continuous=continuous, **kwargs)
                    for i in range(len(scenarios))]
     else:
-        results = [run_roleplay(scenarios, backend, params=params, **kwargs)]
+        results = [run_roleplay(scenarios, backend, params=params, continuous=continuous, **kwargs)]
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     after = backend.stats.to_dict()
     counters = {k: after[k] - before[k] for k in ("requests", "prompt_tokens", "cached_prompt_tokens",
@@ -80,7 +84,8 @@ def timed_run(backend: TransformersBackend, scenarios: datasets.Dataset, params:
     measures = {"seconds": wall, "cpu_seconds": cpu, "dialogues_per_min": 60 * len(scenarios) / wall,
                 "prefix_cache": backend.prefix_cache is not None, **counters,
                 "turns_played": sum(len(d["turns"]) for r in results for d in r.dataset),
-                "batched_calls": sum(r.stats["batched_calls"] for r in results)}
+                "scheduling": results[0].stats["scheduling"],
+                "backend_calls": sum(r.stats["backend_calls"] for r in results)}
     return results, measures
 
 
@@ -101,12 +106,18 @@ def main() -> None:
                         help="prefix cache budget of the batched run (default: the backend's)")
     parser.add_argument("--no-sequential-prefix-cache", action="store_true",
                         help="skip the one-dialogue-at-a-time run with the prefix cache")
+    parser.add_argument("--no-waves", action="store_true", help="skip the run in waves (one call per turn)")
+    parser.add_argument("--admit-ratio", type=float, default=0.5,
+                        help="continuous batching: join when the joining group >= this x running rows (0: at once)")
+    parser.add_argument("--max-waiting-steps", type=int, default=8,
+                        help="continuous batching: or when the oldest waiting request waited this many steps")
     parser.add_argument("--out", default="benchmarks/results/clca_generation.json")
     args = parser.parse_args()
 
     scenarios = seed_scenarios_as_adapted(args.cultures.split(","), args.scenarios_per_culture)
     cached = TransformersBackend(args.model, batch_size=args.batch_size, dtype=args.dtype,
-                                 prefix_cache_tokens=args.prefix_cache_tokens)
+                                 prefix_cache_tokens=args.prefix_cache_tokens, admit_ratio=args.admit_ratio,
+                                 max_waiting_steps=args.max_waiting_steps)
     reference = TransformersBackend.from_model(cached.model, cached.tokenizer, model_id=cached.model_id,
                                                batch_size=args.batch_size, prefix_cache_tokens=0)
     params = GenerationParams(**{**DEFAULT_ROLEPLAY_PARAMS.to_dict(), "max_new_tokens": args.max_new_tokens})
@@ -116,12 +127,14 @@ def main() -> None:
 
     runs: dict[str, dict[str, Any]] = {}
 
-    def run(name: str, backend: TransformersBackend, one_at_a_time: bool) -> list[StageResult]:
-        results, runs[name] = timed_run(backend, scenarios, params, one_at_a_time, **kw)
+    def run(name: str, backend: TransformersBackend, one_at_a_time: bool, continuous: bool = True) -> list[StageResult]:
+        results, runs[name] = timed_run(backend, scenarios, params, one_at_a_time, continuous, **kw)
         print(f"{name}: {json.dumps(runs[name])}", flush=True)
         return results
 
     batched = run("batched", cached, one_at_a_time=False)
+    if not args.no_waves:
+        waves = run("batched_waves", cached, one_at_a_time=False, continuous=False)
     sequential = run("sequential_reference", reference, one_at_a_time=True)
     if not args.no_sequential_prefix_cache:
         sequential_cached = run("sequential_prefix_cache", cached, one_at_a_time=True)
@@ -134,6 +147,8 @@ def main() -> None:
         "max_turns": args.max_turns,
         "max_new_tokens": args.max_new_tokens,
         "batch_size": args.batch_size,
+        "admit_ratio": args.admit_ratio,
+        "max_waiting_steps": args.max_waiting_steps,
         "prefix_cache_tokens": cached.prefix_cache.max_tokens if cached.prefix_cache is not None else 0,
         "kept_dialogues": len(batched[0].dataset),
         "rejected_dialogues": len(batched[0].rejections),
@@ -150,6 +165,9 @@ def main() -> None:
         result["same_dialogues"]["sequential_prefix_cache"] = dialogue_turns(batched) == dialogue_turns(
             sequential_cached)
         result["speedup_vs_sequential_prefix_cache"] = runs["sequential_prefix_cache"]["seconds"] / batched_s
+    if "batched_waves" in runs:
+        result["same_dialogues"]["batched_waves"] = dialogue_turns(batched) == dialogue_turns(waves)
+        result["speedup_vs_waves"] = runs["batched_waves"]["seconds"] / batched_s
     print(json.dumps(result, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -47,6 +47,8 @@ def device_description() -> str:
                 break
     except OSError:
         pass
+    if torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__} (host CPU {cpu})"
     return f"CPU {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 

@@ -305,3 +305,168 @@ def test_prefix_cache_empties_when_the_weights_change(backend, no_prefix_cache):
         backend.model.model.layers[0].self_attn.k_proj.weight.mul_(1.5)  # in place, as a training step would
     assert backend.generate(firsts, greedy) == no_prefix_cache.generate(firsts, greedy)
     assert backend.stats.cached_prompt_tokens == 2 * within_batch  # the stale KV was not reused
+
+
+# ------------------------------------------------------------------------------------------------------
+# Continuous batching
+# ------------------------------------------------------------------------------------------------------
+
+CHAIN_PARAMS = [
+    GenerationParams(temperature=0, max_new_tokens=9),
+    GenerationParams(temperature=1.0, top_p=0.9, max_new_tokens=14, seed=5),
+    GenerationParams(temperature=0.7, max_new_tokens=4, seed=1, stop=("e",)),
+    GenerationParams(temperature=1.0, max_new_tokens=20, seed=2, json_schema=Verdict.model_json_schema()),
+]
+
+
+def _run_chains(backend, steps: int = 3) -> dict[tuple[int, int], tuple[list, GenerationParams, str]]:
+    """One chain per conversation of CONVS: each completion asks a follow-up request (the reply and a new
+    question appended), ``steps`` requests per chain, params rotating through CHAIN_PARAMS. Returns every
+    request and its completion by (chain, step)."""
+    from culture_align.backends.base import GenerationRequest
+
+    seen = {}
+
+    def request(chain: int, step: int, conversation) -> GenerationRequest:
+        return GenerationRequest(conversation, CHAIN_PARAMS[(chain + step) % len(CHAIN_PARAMS)], (chain, step))
+
+    def on_completion(req, text):
+        chain, step = req.tag
+        assert (chain, step) not in seen  # each request completes once
+        seen[(chain, step)] = (req.conversation, req.params, text)
+        if step + 1 == steps:
+            return None
+        follow = req.conversation + [{"role": "assistant", "content": text},
+                                     {"role": "user", "content": f"And then? ({step})"}]
+        return [request(chain, step + 1, follow)]
+
+    backend.generate_continuous([request(i, 0, c) for i, c in enumerate(CONVS)], on_completion)
+    return seen
+
+
+def test_continuous_batching_gives_the_completions_of_generate(backend, no_prefix_cache, monkeypatch):
+    """Follow-ups join the running batch (KV of running rows and new rows packed together), and every
+    completion equals what ``generate`` gives for that request alone: greedy, sampled, stop strings,
+    length limits and JSON constraints mixed in one batch."""
+    merges = []
+    merge = tb.TransformersBackend._merge
+    monkeypatch.setattr(tb.TransformersBackend, "_merge", lambda self, batches: merges.append(
+        [len(b.rows) for b in batches]) or merge(self, batches))
+    backend.batch_size = 3  # 5 chains, 3 rows at a time: requests keep joining a running batch
+    requests_before = backend.stats.requests
+    seen = _run_chains(backend)
+    assert len(seen) == 5 * 3 and backend.stats.requests - requests_before == 15
+    assert merges and all(len(m) == 2 and m[0] >= 1 for m in merges)
+    for (chain, step), (conversation, params, text) in seen.items():
+        alone = no_prefix_cache.generate([conversation], params)[0]
+        assert text == alone, (chain, step)
+        if params.json_schema is not None and len(text) > 0:
+            assert text.startswith('{"verdict": "')
+    # batch size 1: no row ever joins another; the same completions
+    one = TransformersBackend.from_model(backend.model, backend.tokenizer, model_id="tiny", batch_size=1)
+    assert {k: v[2] for k, v in _run_chains(one).items()} == {k: v[2] for k, v in seen.items()}
+
+
+def test_continuous_batching_over_the_completion_cache(backend, tmp_path):
+    """Through CachedBackend: each completion is persisted as it arrives; a run stopped midway keeps what
+    was done, and the rerun completes the rest (cached requests answered without the model, follow-ups of
+    cached requests looked up too), with nothing stored twice."""
+    from culture_align.backends.base import GenerationRequest
+
+    reference = _run_chains(backend)
+    cached = CachedBackend(backend, tmp_path / "cache.jsonl")
+    stop_after = 7
+
+    def interrupted():
+        done = []
+
+        def on_completion(req, text):
+            if len(done) == stop_after:
+                raise KeyboardInterrupt("simulated kill")
+            done.append(req.tag)
+            chain, step = req.tag
+            follow = req.conversation + [{"role": "assistant", "content": text},
+                                         {"role": "user", "content": f"And then? ({step})"}]
+            nxt = CHAIN_PARAMS[(chain + step + 1) % len(CHAIN_PARAMS)]
+            return None if step == 2 else [GenerationRequest(follow, nxt, (chain, step + 1))]
+
+        first = [GenerationRequest(c, CHAIN_PARAMS[i % len(CHAIN_PARAMS)], (i, 0)) for i, c in enumerate(CONVS)]
+        cached.generate_continuous(first, on_completion)
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted()
+    assert len((tmp_path / "cache.jsonl").read_text().splitlines()) >= stop_after
+    resumed = _run_chains(cached)
+    assert {k: v[2] for k, v in resumed.items()} == {k: v[2] for k, v in reference.items()}
+    lines = [json.loads(line) for line in (tmp_path / "cache.jsonl").read_text().splitlines()]
+    assert len(lines) == len({row["key"] for row in lines}) == 15
+    requests = backend.stats.requests
+    again = _run_chains(CachedBackend(backend, tmp_path / "cache.jsonl"))  # all cached: no generation
+    assert backend.stats.requests == requests
+    assert {k: v[2] for k, v in again.items()} == {k: v[2] for k, v in reference.items()}
+
+
+def test_generate_refills_the_batch_as_rows_finish(backend, no_prefix_cache):
+    """``generate`` over more requests than the batch holds admits waiting ones as rows finish, and the
+    completions stay those of one request at a time."""
+    params = GenerationParams(temperature=1.0, max_new_tokens=12, seed=3, n=2)
+    backend.batch_size = 3
+    together = backend.generate(CONVS, params)
+    alone = [t for c in CONVS for t in no_prefix_cache.generate([c], params)]
+    assert together == alone
+
+
+def test_continuous_batching_with_sliding_window_layers():
+    """A model whose KV cannot be moved (sliding-window layers) admits follow-ups only into an empty batch,
+    and still gives the completions of ``generate``."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from tests.conftest import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True, sliding_window=16,
+                         max_window_layers=1, pad_token_id=0, eos_token_id=2)
+    model = Qwen2ForCausalLM(config).eval()
+    backend = TransformersBackend.from_model(model, tok, model_id="tiny-qwen", batch_size=3)
+    assert backend.prefix_cache is None and not backend._kv_reuse
+    seen = _run_chains(backend, steps=2)
+    assert len(seen) == 10
+    for conversation, params, text in seen.values():
+        assert text == backend.generate([conversation], params)[0]
+
+
+def test_admission_policy_groups_joins(backend, monkeypatch):
+    """``admit_ratio``/``max_waiting_steps`` decide when waiting requests join: at once (0, 0) gives the most
+    repackings, a policy that never joins a running batch gives none; the completions never change."""
+    merges = []
+    merge = tb.TransformersBackend._merge
+    monkeypatch.setattr(tb.TransformersBackend, "_merge", lambda self, batches: merges.append(1) or merge(self, batches))
+    backend.batch_size = 3
+    counts, texts = [], []
+    for ratio, wait in [(0, 0), (0.5, 8), (100, 10_000)]:
+        backend.admit_ratio, backend.max_waiting_steps = ratio, wait
+        merges.clear()
+        texts.append({k: v[2] for k, v in _run_chains(backend).items()})
+        counts.append(len(merges))
+    assert counts[0] >= counts[1] >= counts[2] == 0 and counts[0] > 0
+    assert texts[0] == texts[1] == texts[2]
+    with pytest.raises(ValueError, match="admit_ratio"):
+        TransformersBackend.from_model(backend.model, backend.tokenizer, admit_ratio=-1)
+
+
+def test_preallocated_cache_selects_rows_and_grows_as_one_buffer():
+    from culture_align.backends.kv_cache import PreallocatedKVCache
+
+    buffer = torch.randn(2, 2, 3, 1, 4, 2)  # layers, k/v, batch, heads, capacity, dim
+    cache = PreallocatedKVCache(buffer.clone(), length=3)
+    assert torch.equal(cache.layers[1].keys, buffer[1, 0, :, :, :3])
+    cache.reorder_cache(torch.tensor([2, 0]))
+    assert cache.buffer.shape[2] == 2 and torch.equal(cache.layers[0].values, buffer[0, 1][[2, 0], :, :3])
+    new = torch.randn(2, 1, 3, 2)  # three more positions than the capacity has left
+    for layer in cache.layers:
+        layer.update(new, -new)
+    assert cache.buffer.shape[4] == 8 and cache.get_seq_length() == 6
+    assert torch.equal(cache.layers[1].keys[:, :, :3], buffer[1, 0][[2, 0], :, :3])
+    assert torch.equal(cache.layers[1].keys[:, :, 3:], new) and torch.equal(cache.layers[0].values[:, :, 3:], -new)

@@ -129,6 +129,18 @@ class FakeBackend(GenerationBackend):
         return {"intent": f"{speaker} wants to keep harmony (turn {turn})."}
 
 
+class ContinuousFakeBackend(FakeBackend):
+    """The fake with its own ``generate_continuous``: one request at a time, newest first (a schedule
+    nothing like the waves), to show the role-play does not depend on the order of completions."""
+
+    def generate_continuous(self, requests, on_completion):
+        stack = list(requests)
+        while stack:
+            request = stack.pop()
+            text = self.generate([request.conversation], request.params)[0]
+            stack.extend(on_completion(request, text) or ())
+
+
 class RaisingBackend(GenerationBackend):
     """Same model id as the fake; any generation is an error (proves a resumed run reads the cache only)."""
 
@@ -280,25 +292,33 @@ def test_adapt_scenarios_retries_and_rejects(seed_file):
     assert len(set(result.dataset["id"])) == len(result.dataset)
 
 
-def test_roleplay_batches_one_call_per_turn(seed_file):
+def test_roleplay_batches_in_waves(seed_file):
+    """A backend without continuous batching gets waves: every request known at that moment, one batched
+    call per params (first attempts and retries apart), never one call per dialogue."""
     scenarios, _ = adapted(seed_file, cultures=("GBR", "CHN"))
     agent = FakeBackend()
     result = run_roleplay(scenarios.dataset, agent, max_turns=6, show_progress=False)
+    assert result.stats["scheduling"] == "waves" and result.stats["backend_calls"] == len(agent.calls)
+    # wave 1: turn 1 of all 22 dialogues in one call
+    assert agent.calls[0]["size"] == len(scenarios.dataset) == 22 and agent.calls[0]["seed"] == 0
+    # every attempt went through a batched call, and no call repeats a (wave, params) group
+    assert sum(c["size"] for c in agent.calls) == result.stats["attempts"]
+    turns = [int(re.search(r"It is turn (\d+) of", conv[1]["content"]).group(1))
+             for c in agent.calls for conv in c["conversations"]]
+    assert len(turns) == result.stats["attempts"]
+    # the waves: [turn 1] -> [turn 2, retries of turn 1] -> ...: 6 turns + the lag of the retried dialogues
     first_attempts = agent.stage_calls("TurnReply", seed=0)
-    # one batched call per turn over every running dialogue (never one per dialogue)
-    assert len(first_attempts) == 6
-    running = [c["size"] for c in first_attempts]
-    assert running[0] == len(scenarios.dataset) == 22
-    assert running == sorted(running, reverse=True)
-    ended = result.dataset.to_list() + [json.loads(r["detail"]) for r in result.rejections]
-    for t, size in enumerate(running, start=1):  # running at turn t: acted at t, or failed at t
-        assert size == sum(len(d["turns"]) >= t or (d["end_reason"] == "malformed" and len(d["turns"]) == t - 1)
-                           for d in ended)
-    # retries are batched too: one call per retry round
-    # turn 1 (bad-first) and turn 3 (bad-turn): 2 retry rounds each; turn 2 (impersonation): 1
-    assert [(c["size"], c["seed"]) for c in agent.calls if c["seed"] > 0] == [(2, 1), (2, 2), (2, 1), (2, 1), (2, 2)]
-    assert len(agent.calls) == 6 + 5
-    assert result.stats["batched_calls"] == len(agent.calls)
+    assert [c["size"] for c in first_attempts][0] == 22 and len(first_attempts) <= 6 + 2
+    # retries: bad-first (turn 1, twice), impersonate (turn 2, once), bad-turn (turn 3, twice), per culture
+    assert sorted((c["size"], c["seed"]) for c in agent.calls if c["seed"] > 0) == sorted(
+        [(2, 1), (2, 2), (2, 1), (2, 1), (2, 2)])
+    # the same dialogues as a continuous run over a backend that batches continuously
+    continuous = run_roleplay(scenarios.dataset, ContinuousFakeBackend(), max_turns=6, show_progress=False)
+    assert continuous.stats["scheduling"] == "continuous"
+    assert continuous.dataset.to_list() == result.dataset.to_list()
+    assert continuous.rejections.to_list() == result.rejections.to_list()
+    assert {k: v for k, v in continuous.stats.items() if k not in ("scheduling", "backend_calls")} == {
+        k: v for k, v in result.stats.items() if k not in ("scheduling", "backend_calls")}
 
 
 def test_roleplay_outcomes_and_prompts(seed_file):

@@ -9,11 +9,21 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Message", "Conversation", "GenerationParams", "GenerationBackend", "GenerationStats", "request_key"]
+__all__ = [
+    "Message",
+    "Conversation",
+    "GenerationParams",
+    "GenerationRequest",
+    "OnCompletion",
+    "GenerationBackend",
+    "GenerationStats",
+    "request_key",
+    "generate_in_waves",
+]
 
 Message = dict[str, str]
 """``{"role": "system" | "user" | "assistant", "content": str}``."""
@@ -98,6 +108,29 @@ class GenerationStats:
                 "prefix_cache_hit_rate": self.prefix_cache_hit_rate}
 
 
+@dataclass
+class GenerationRequest:
+    """One completion to make, for :meth:`GenerationBackend.generate_continuous`.
+
+    Attributes:
+        conversation: The chat to answer.
+        params: How to generate (``n`` must be 1: one request, one completion).
+        tag: Anything the caller needs to recognise the request when its completion arrives.
+    """
+
+    conversation: Conversation
+    params: GenerationParams
+    tag: Any = None
+
+    def __post_init__(self) -> None:
+        if self.params.n != 1:
+            raise ValueError(f"a GenerationRequest asks one completion (params.n must be 1, got {self.params.n})")
+
+
+OnCompletion = Callable[[GenerationRequest, str], "Iterable[GenerationRequest] | None"]
+"""``on_completion(request, text) -> follow-up requests`` (or None): called once per finished request."""
+
+
 def request_key(model_id: str, conversation: Conversation, params: GenerationParams, sample_index: int = 0) -> str:
     """Stable id of one completion request: sha256 over (model, messages, params, seed, sample index).
 
@@ -131,6 +164,58 @@ class GenerationBackend(ABC):
             return []
         return self._generate(list(conversations), params)
 
+    def generate_continuous(self, requests: Iterable[GenerationRequest], on_completion: OnCompletion) -> None:
+        """Generate ``requests`` and every follow-up request ``on_completion`` returns, until none is left.
+
+        Multi-step work (a role-play, where each finished turn asks for the next one) goes through here: a
+        backend that batches continuously (:class:`~culture_align.backends.TransformersBackend`) starts a
+        follow-up as soon as its predecessor ends, in the batch that is running, instead of waiting for the
+        slowest request of a round. Completions are the same as with :meth:`generate` (each request's
+        randomness comes from the request itself); only the order of ``on_completion`` calls differs.
+
+        This default runs in waves: all requests known now, one :meth:`generate` call per distinct params
+        (see :func:`generate_in_waves`), then their follow-ups, and so on.
+        """
+        generate_in_waves(requests, on_completion, lambda request: self)
+
     @abstractmethod
     def _generate(self, conversations: list[Conversation], params: GenerationParams) -> list[str]:
         ...
+
+
+def _params_group(params: GenerationParams) -> tuple[GenerationParams, str]:
+    """Requests with equal params (the JSON schema included) share one :meth:`GenerationBackend.generate`."""
+    return params, json.dumps(params.json_schema, sort_keys=True)
+
+
+def generate_in_waves(requests: Iterable[GenerationRequest], on_completion: OnCompletion,
+                      backend_of: Callable[[GenerationRequest], GenerationBackend]) -> int:
+    """Run requests and their follow-ups in waves: every request known at the start of a wave is sent, one
+    :meth:`GenerationBackend.generate` call per (backend, params) group, then ``on_completion`` runs for
+    each, in request order, and the follow-ups form the next wave.
+
+    Args:
+        backend_of: The backend that answers a request (e.g. participant 1's or 2's agent).
+
+    Returns:
+        The number of ``generate`` calls made.
+    """
+    pending, calls = list(requests), 0
+    while pending:
+        groups: dict[tuple[int, tuple[GenerationParams, str]], list[int]] = {}
+        backends: dict[int, GenerationBackend] = {}
+        for i, request in enumerate(pending):
+            backend = backend_of(request)
+            backends[id(backend)] = backend
+            groups.setdefault((id(backend), _params_group(request.params)), []).append(i)
+        texts: list[str] = [""] * len(pending)
+        for (backend_id, _), members in groups.items():
+            params = pending[members[0]].params
+            outputs = backends[backend_id].generate([pending[i].conversation for i in members], params)
+            calls += 1
+            for i, text in zip(members, outputs):
+                texts[i] = text
+        wave, pending = pending, []
+        for request, text in zip(wave, texts):
+            pending.extend(on_completion(request, text) or ())
+    return calls

@@ -12,12 +12,21 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from transformers.utils import logging
 
-from .base import Conversation, GenerationBackend, GenerationParams, request_key
+from .base import (
+    Conversation,
+    GenerationBackend,
+    GenerationParams,
+    GenerationRequest,
+    OnCompletion,
+    generate_in_waves,
+    request_key,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -123,3 +132,38 @@ class CachedBackend(GenerationBackend):
             rows = [(keys[i][k], self.model_id, texts[j * n + k]) for j, i in enumerate(chunk) for k in range(n)]
             self.cache.put_many(rows)
         return [self.cache.get(k) for ks in keys for k in ks]  # type: ignore[misc]
+
+    def generate_continuous(self, requests: Iterable[GenerationRequest], on_completion: OnCompletion) -> None:
+        """As :meth:`GenerationBackend.generate_continuous`, answering from the cache first.
+
+        A cached request completes at once (its follow-ups are looked up in turn); the others go to the wrapped
+        backend, continuously when it batches continuously, and each completion is persisted as soon as it
+        arrives. Over a backend without continuous batching, waves of :meth:`generate` (chunked and persisted
+        as usual).
+        """
+        if type(self.backend).generate_continuous is GenerationBackend.generate_continuous:
+            generate_in_waves(requests, on_completion, lambda request: self)
+            return
+
+        def resolve(queue: Iterable[GenerationRequest]) -> list[GenerationRequest]:
+            """Complete the cached requests of ``queue`` (and of their follow-ups); return the misses."""
+            todo, misses = deque(queue), []
+            while todo:
+                request = todo.popleft()
+                text = self.cache.get(request_key(self.model_id, request.conversation, request.params))
+                if text is None:
+                    self.cache.misses += 1
+                    misses.append(request)
+                else:
+                    self.cache.hits += 1
+                    todo.extend(on_completion(request, text) or ())
+            return misses
+
+        def completed(request: GenerationRequest, text: str) -> list[GenerationRequest]:
+            key = request_key(self.model_id, request.conversation, request.params)
+            self.cache.put_many([(key, self.model_id, text)])
+            return resolve(on_completion(request, text) or ())
+
+        misses = resolve(requests)
+        if misses:
+            self.backend.generate_continuous(misses, completed)

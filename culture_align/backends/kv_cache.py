@@ -201,20 +201,20 @@ class PrefixKVCache:
 
 
 class _PreallocatedLayer(DynamicLayer):
-    """A ``DynamicLayer`` writing into preallocated ``[batch, kv_heads, capacity, head_dim]`` buffers;
-    ``keys``/``values`` are views of the filled part. Grows (doubling) if ever full."""
+    """A ``DynamicLayer`` writing into its slice ``[batch, kv_heads, capacity, head_dim]`` of the cache's one
+    buffer; ``keys``/``values`` are views of the filled part. When full, the whole cache grows (doubling)."""
 
-    def __init__(self, key_buffer: torch.Tensor, value_buffer: torch.Tensor, length: int) -> None:
+    def __init__(self, owner: PreallocatedKVCache, index: int, length: int) -> None:
         super().__init__()
-        self.key_buffer, self.value_buffer = key_buffer, value_buffer
-        self.device = key_buffer.device
+        self.owner, self.index = owner, index
+        self.device = owner.buffer.device
         self.is_initialized = True
         self._set_length(length)
 
     def _set_length(self, length: int) -> None:
         self.length = length
-        self.keys = self.key_buffer[:, :, :length]
-        self.values = self.value_buffer[:, :, :length]
+        self.keys = self.owner.buffer[self.index, 0, :, :, :length]
+        self.values = self.owner.buffer[self.index, 1, :, :, :length]
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:  # pragma: no cover
         raise RuntimeError("a preallocated layer is initialised at construction")
@@ -222,13 +222,10 @@ class _PreallocatedLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         new = key_states.shape[-2]
         end = self.length + new
-        if end > self.key_buffer.shape[2]:
-            extra = max(end, 2 * self.key_buffer.shape[2]) - self.key_buffer.shape[2]
-            pad = (0, 0, 0, extra)
-            self.key_buffer = torch.nn.functional.pad(self.key_buffer, pad)
-            self.value_buffer = torch.nn.functional.pad(self.value_buffer, pad)
-        self.key_buffer[:, :, self.length: end] = key_states
-        self.value_buffer[:, :, self.length: end] = value_states
+        if end > self.owner.buffer.shape[4]:
+            self.owner.grow(end)
+        self.owner.buffer[self.index, 0, :, :, self.length: end] = key_states
+        self.owner.buffer[self.index, 1, :, :, self.length: end] = value_states
         self._set_length(end)
         return self.keys, self.values
 
@@ -240,27 +237,46 @@ class _PreallocatedLayer(DynamicLayer):
             raise ValueError(f"crop takes a negative number of tokens to remove, got {tokens_to_remove}")
         self._set_length(self.length + tokens_to_remove)
 
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self.key_buffer = self.key_buffer.index_select(0, indices.to(self.device))
-        self.value_buffer = self.value_buffer.index_select(0, indices.to(self.device))
-        self._set_length(self.length)
+    def batch_select_indices(self, indices: torch.Tensor) -> None:  # pragma: no cover - the cache does it
+        raise RuntimeError("select rows on the PreallocatedKVCache (one operation for all layers)")
 
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        self.batch_select_indices(beam_idx)
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
-        self.value_buffer = self.value_buffer.repeat_interleave(repeats, dim=0)
-        self._set_length(self.length)
+    reorder_cache = batch_select_indices
 
 
 class PreallocatedKVCache(DynamicCache):
-    """A ``DynamicCache`` over one buffer ``[layers, 2, batch, kv_heads, capacity, head_dim]`` whose first
+    """A ``DynamicCache`` over ONE buffer ``[layers, 2, batch, kv_heads, capacity, head_dim]`` whose first
     ``length`` positions are filled (the caller fills them before the first forward pass).
 
-    Decoding writes each new token in place: no per-step concatenation of the whole cache.
+    Decoding writes each new token in place: no per-step concatenation of the whole cache. Selecting rows
+    (finished rows leaving the batch) or growing the capacity is one operation on the whole buffer, not one
+    per layer: on a GPU, where small kernel launches cost more than the copies, that matters.
+
+    Attributes:
+        buffer: The buffer (replaced when rows are selected or the capacity grows).
     """
 
     def __init__(self, buffer: torch.Tensor, length: int = 0) -> None:
-        Cache.__init__(self, layers=[_PreallocatedLayer(buffer[i, 0], buffer[i, 1], length)
-                                     for i in range(buffer.shape[0])])
+        self.buffer = buffer
+        Cache.__init__(self, layers=[_PreallocatedLayer(self, i, length) for i in range(buffer.shape[0])])
+
+    def _rebind(self) -> None:
+        for layer in self.layers:
+            layer._set_length(layer.length)
+
+    def select_rows(self, indices: torch.Tensor) -> None:
+        """Keep the batch rows at ``indices`` (in that order), for all layers at once."""
+        self.buffer = self.buffer.index_select(2, indices.to(self.buffer.device))
+        self._rebind()
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.select_rows(beam_idx)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.select_rows(indices)
+
+    def grow(self, capacity: int) -> None:
+        """Make room for at least ``capacity`` positions (at least doubling), keeping the contents."""
+        current = self.buffer.shape[4]
+        extra = max(capacity, 2 * current) - current
+        self.buffer = torch.nn.functional.pad(self.buffer, (0, 0, 0, extra))
+        self._rebind()

@@ -38,7 +38,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -53,7 +54,15 @@ from transformers.generation.logits_process import (
 )
 from transformers.utils import logging
 
-from .base import Conversation, GenerationBackend, GenerationParams, GenerationStats, request_key
+from .base import (
+    Conversation,
+    GenerationBackend,
+    GenerationParams,
+    GenerationRequest,
+    GenerationStats,
+    OnCompletion,
+    request_key,
+)
 from .kv_cache import PreallocatedKVCache, PrefixKVCache, PrefixMatch, kv_layout, supports_kv_reuse
 
 try:  # optional at runtime: without it, JSON schemas are not enforced (a warning says so)
@@ -97,18 +106,80 @@ def _as_list(ids: int | Sequence[int] | None) -> list[int]:
     return [int(ids)] if isinstance(ids, int) else [int(i) for i in ids]
 
 
-class _Row:
-    """Decoding state of one completion (one conversation x one sample index)."""
+class _Job:
+    """One completion to make: a prompt, its params, its sample index (for the seed) and the caller's handle."""
 
-    __slots__ = ("conv", "sample", "generator", "matcher", "tokens", "done")
+    __slots__ = ("conversation", "prompt", "params", "sample", "handle")
 
-    def __init__(self, conv: int, sample: int, generator: torch.Generator | None, matcher: Any) -> None:
-        self.conv = conv
+    def __init__(self, conversation: Conversation, prompt: list[int], params: GenerationParams, sample: int,
+                 handle: Any) -> None:
+        self.conversation = conversation
+        self.prompt = prompt
+        self.params = params
         self.sample = sample
+        self.handle = handle
+
+
+class _Row:
+    """Decoding state of one job in the running batch."""
+
+    __slots__ = ("job", "generator", "matcher", "tokens", "done")
+
+    def __init__(self, job: _Job, generator: torch.Generator | None, matcher: Any) -> None:
+        self.job = job
         self.generator = generator
         self.matcher = matcher
         self.tokens: list[int] = []
         self.done = False
+
+
+class _LiveBatch:
+    """The rows being decoded together and their KV.
+
+    Invariant between steps: every live row has a pending token (``row.tokens[-1]``: sampled, not yet run
+    through the model); ``cache`` holds the KV of the row's prompt and of its other tokens; ``mask`` ``[R, W]``
+    marks the cache columns that are real for each row and ``positions`` ``[R]`` is the position of each
+    row's pending token (its count of real tokens). A finished row (``row.done``) may stay in its slot for a
+    while (its outputs are ignored): dropping it costs a copy of the whole cache, which the next repacking
+    (:meth:`TransformersBackend._merge`) or compaction does anyway.
+    """
+
+    __slots__ = ("rows", "cache", "mask", "positions")
+
+    def __init__(self, rows: list[_Row], cache: DynamicCache, mask: torch.Tensor, positions: torch.Tensor) -> None:
+        self.rows = rows
+        self.cache = cache
+        self.mask = mask
+        self.positions = positions
+
+    def alive(self) -> list[int]:
+        """Slots of the rows still decoding."""
+        return [j for j, row in enumerate(self.rows) if not row.done]
+
+    def compact(self) -> None:
+        """Drop the finished rows (a copy of the cache, as ``reorder_cache`` does)."""
+        indices = self.alive()
+        if len(indices) == len(self.rows):
+            return
+        if not indices:
+            self.rows = []
+            return
+        index = torch.tensor(indices, dtype=torch.long, device=self.mask.device)
+        self.cache.reorder_cache(index)
+        self.mask, self.positions = self.mask.index_select(0, index), self.positions.index_select(0, index)
+        self.rows = [self.rows[j] for j in indices]
+
+
+def _real_runs(mask_row: list[int]) -> list[tuple[int, int]]:
+    """``[start, end)`` column runs where ``mask_row`` is 1."""
+    runs, start = [], None
+    for column, value in enumerate(mask_row + [0]):
+        if value and start is None:
+            start = column
+        elif not value and start is not None:
+            runs.append((start, column))
+            start = None
+    return runs
 
 
 class TransformersBackend(GenerationBackend):
@@ -124,6 +195,9 @@ class TransformersBackend(GenerationBackend):
         dtype: Weights dtype (default: bfloat16 on CUDA, float32 on CPU).
         adapter: Optional PEFT adapter folder loaded on top of the model.
         show_progress: Show a tqdm bar over completions (default False).
+        admit_ratio: Continuous batching: waiting requests join a running batch once the group that can join
+            is at least this many times the running rows (default 0.5; 0: as soon as a row is free).
+        max_waiting_steps: ... or once the oldest has waited this many decoding steps (default 8).
         prefix_cache_tokens: Token budget of the cross-call prefix KV cache; 0 turns it off. Default (None):
             as many tokens as fit in :data:`DEFAULT_PREFIX_CACHE_BYTES` (2 GiB), at most 65536 (SmolLM2-135M
             in float32 takes 46 KiB per token: 45k tokens). For multi-turn work, give it room for the live
@@ -138,23 +212,26 @@ class TransformersBackend(GenerationBackend):
     def __init__(self, model_name_or_path: str | os.PathLike, *, model_id: str | None = None,
                  batch_size: int = 16, device: str | torch.device | None = None,
                  dtype: torch.dtype | str | None = None, adapter: str | os.PathLike | None = None,
-                 show_progress: bool = False, prefix_cache_tokens: int | None = None, **load_kwargs: Any) -> None:
+                 show_progress: bool = False, prefix_cache_tokens: int | None = None, admit_ratio: float = 0.5,
+                 max_waiting_steps: int = 8, **load_kwargs: Any) -> None:
         from ..models import load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(model_name_or_path, dtype=dtype, device=device,
                                                     adapter=adapter, **load_kwargs)
         self._setup(model, tokenizer, model_id or str(model_name_or_path), batch_size, show_progress,
-                    prefix_cache_tokens)
+                    prefix_cache_tokens, admit_ratio, max_waiting_steps)
 
     @classmethod
     def from_model(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, model_id: str | None = None,
                    batch_size: int = 16, show_progress: bool = False,
-                   prefix_cache_tokens: int | None = None) -> TransformersBackend:
+                   prefix_cache_tokens: int | None = None, admit_ratio: float = 0.5,
+                   max_waiting_steps: int = 8) -> TransformersBackend:
         """Wrap an already loaded model (a PEFT model works: the active adapter is used).
 
         Args:
             model_id: Name used in cache keys (default: ``model.config.name_or_path``).
             prefix_cache_tokens: As in the constructor (0: off; None: the default budget).
+            admit_ratio, max_waiting_steps: As in the constructor.
 
         The prefix cache holds KV of the weights in use when it was filled. It empties itself when the
         parameters change (training steps, new modules, loaded weights) or the active adapters do; call
@@ -162,15 +239,21 @@ class TransformersBackend(GenerationBackend):
         """
         self = cls.__new__(cls)
         name = model_id or getattr(model.config, "name_or_path", None) or type(model).__name__
-        self._setup(model, tokenizer, name, batch_size, show_progress, prefix_cache_tokens)
+        self._setup(model, tokenizer, name, batch_size, show_progress, prefix_cache_tokens, admit_ratio,
+                    max_waiting_steps)
         return self
 
     def _setup(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, model_id: str, batch_size: int,
-               show_progress: bool, prefix_cache_tokens: int | None) -> None:
+               show_progress: bool, prefix_cache_tokens: int | None, admit_ratio: float = 0.5,
+               max_waiting_steps: int = 8) -> None:
         if getattr(tokenizer, "chat_template", None) is None:
             raise ValueError("the tokenizer has no chat template: set tokenizer.chat_template first")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if admit_ratio < 0 or max_waiting_steps < 0:
+            raise ValueError(f"admit_ratio and max_waiting_steps must be >= 0, got {admit_ratio}, {max_waiting_steps}")
+        self.admit_ratio = float(admit_ratio)
+        self.max_waiting_steps = int(max_waiting_steps)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -294,43 +377,194 @@ class TransformersBackend(GenerationBackend):
         self.stats.seconds += time.perf_counter() - start
         return texts
 
-    @torch.inference_mode()
     def _generate_rows(self, conversations: list[Conversation], params: GenerationParams) -> list[str]:
-        self._invalidate_stale_prefixes()
         n = params.n
         encoded = [self.encode(c) for c in conversations]
-        grammar = None
-        if params.json_schema is not None:
+        # Longest prompts first: the first batch holds prompts of similar length (little padding), and the
+        # short ones that join later fill the places of finished rows.
+        order = sorted(range(len(conversations)), key=lambda i: -len(encoded[i]))
+        jobs = [_Job(conversations[i], encoded[i], params, k, i * n + k) for i in order for k in range(n)]
+        results: list[str | None] = [None] * (len(conversations) * n)
+        with tqdm(total=len(jobs), desc="generate", disable=not self.show_progress, leave=False) as bar:
+            def finished(job: _Job, text: str) -> list[_Job]:
+                results[job.handle] = text
+                bar.update(1)
+                return []
+
+            self._schedule(jobs, finished)
+        return results  # type: ignore[return-value]
+
+    def generate_continuous(self, requests: Iterable[GenerationRequest], on_completion: OnCompletion) -> None:
+        """Continuous batching: a follow-up request joins the running batch as soon as rows have finished,
+        instead of waiting for the slowest request of a round (see
+        :meth:`GenerationBackend.generate_continuous`).
+
+        The joining rows are prefilled on their own (reusing cached prefixes), then their KV and that of the
+        rows still running are packed into one new batch cache; rows never wait for each other. A request's
+        completion is the same as through :meth:`generate` (same seed, same constraint), up to float rounding.
+        """
+        start = time.perf_counter()
+
+        def jobs_of(requests: Iterable[GenerationRequest]) -> list[_Job]:
+            return [_Job(r.conversation, self.encode(r.conversation), r.params, 0, r) for r in requests]
+
+        def finished(job: _Job, text: str) -> list[_Job]:
+            self.stats.requests += 1
+            return jobs_of(on_completion(job.handle, text) or ())
+
+        try:
+            self._schedule(jobs_of(requests), finished)
+        finally:
+            self.stats.seconds += time.perf_counter() - start
+
+    @torch.inference_mode()
+    def _schedule(self, jobs: list[_Job], finished: Callable[[_Job, str], list[_Job]]) -> None:
+        """Decode every job (and every follow-up job ``finished`` returns) with at most ``batch_size`` rows
+        at a time. Waiting jobs join a running batch when the group that can join (waiting jobs, at most the
+        free rows) is at least ``admit_ratio`` times the running rows, or when the oldest has waited
+        ``max_waiting_steps`` decoding steps (the policy of TGI's ``waiting_served_ratio`` and
+        ``max_waiting_tokens``): each admission costs a prefill pass and a repacking of the batch cache, so
+        rows join in groups rather than one by one.
+
+        Models whose KV cannot be moved between batches (sliding-window layers) admit jobs only into an empty
+        batch.
+        """
+        self._invalidate_stale_prefixes()
+        waiting = deque(jobs)
+        live: _LiveBatch | None = None
+        waited = 0  # decoding steps the oldest waiting job has waited
+        while waiting or live is not None:
+            running = len(live.alive()) if live is not None else 0
+            free = self.batch_size - running
+            if waiting and free > 0 and (live is None or (self._kv_reuse and (
+                    min(len(waiting), free) >= self.admit_ratio * running or waited >= self.max_waiting_steps))):
+                admitted = [waiting.popleft() for _ in range(min(len(waiting), free))]
+                live, done = self._admit(live, admitted)
+                waited = 0
+            else:
+                done = self._step(live)
+                waited = waited + 1 if waiting else 0
+            if live is not None and not live.alive():
+                live = None
+            for row in done:
+                waiting.extend(finished(row.job, self._finish_text(row.tokens, row.job.params.stop)))
+
+    def _new_row(self, job: _Job) -> _Row:
+        generator = None
+        if job.params.temperature > 0:
+            seed = request_seed(self.model_id, job.conversation, job.params, job.sample)
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        matcher = None
+        if job.params.json_schema is not None:
             if xgrammar is None:
                 logger.warning_once("xgrammar is not importable: generating without the JSON schema constraint")
             else:
-                grammar = self._compiled_grammar(params.json_schema)
-        # Longest prompts first, so each batch holds prompts of similar length (little padding).
-        order = sorted(range(len(conversations)), key=lambda i: -len(encoded[i]))
-        pairs = [(i, k) for i in order for k in range(n)]
-        results: list[str | None] = [None] * (len(conversations) * n)
-        with tqdm(total=len(pairs), desc="generate", disable=not self.show_progress, leave=False) as bar:
-            for s in range(0, len(pairs), self.batch_size):
-                rows = []
-                for i, k in pairs[s: s + self.batch_size]:
-                    generator = None
-                    if params.temperature > 0:
-                        seed = request_seed(self.model_id, conversations[i], params, k)
-                        generator = torch.Generator(device=self.device).manual_seed(seed)
-                    matcher = xgrammar.GrammarMatcher(grammar) if grammar is not None else None
-                    rows.append(_Row(i, k, generator, matcher))
-                self._decode_batch(rows, encoded, params)
-                for row in rows:
-                    results[row.conv * n + row.sample] = self._finish_text(row.tokens, params.stop)
-                bar.update(len(rows))
-        return results  # type: ignore[return-value]
+                matcher = xgrammar.GrammarMatcher(self._compiled_grammar(job.params.json_schema))
+        return _Row(job, generator, matcher)
 
-    def _warpers(self, params: GenerationParams) -> LogitsProcessorList:
+    def _admit(self, live: _LiveBatch | None, jobs: list[_Job]) -> tuple[_LiveBatch | None, list[_Row]]:
+        """Prefill ``jobs``, pick their first tokens and join them to ``live``.
+
+        Returns:
+            (the batch, the rows that finished at their first token).
+        """
+        rows = [self._new_row(job) for job in jobs]
+        slot = {p: u for u, p in enumerate(dict.fromkeys(tuple(job.prompt) for job in jobs))}
+        prompts = [list(p) for p in slot]
+        room = max(job.params.max_new_tokens for job in jobs)
+        logits, mask, cache = self._prefill(prompts, room)
+        if len(rows) != len(prompts):  # samples of one prompt: prefilled once, then repeated
+            index = torch.tensor([slot[tuple(job.prompt)] for job in jobs], device=self.device)
+            cache.reorder_cache(index)
+            logits, mask = logits.index_select(0, index), mask.index_select(0, index)
+        fresh = _LiveBatch(rows, cache, mask, mask.sum(-1))
+        done = self._pick_and_advance(fresh, logits)
+        if not fresh.alive():
+            return live, done
+        if live is None:
+            return fresh, done
+        return self._merge([live, fresh]), done
+
+    def _merge(self, batches: list[_LiveBatch]) -> _LiveBatch:
+        """One batch of the live rows of ``batches``: each row's real KV columns packed right-aligned at column
+        ``W`` (the longest row), with room after it for the tokens the rows may still generate.
+
+        One slice copy per row and run of real columns, each over all layers at once (the batch caches are
+        single buffers): few operations on a GPU, plain memory copies on a CPU.
+        """
+        picks = [(b, b.alive(), b.mask.tolist()) for b in batches]
+        rows = [b.rows[j] for b, alive, _ in picks for j in alive]
+        lengths = [sum(mask[j]) for _, alive, mask in picks for j in alive]
+        width = max(lengths)
+        room = max(row.job.params.max_new_tokens - len(row.tokens) + 1 for row in rows)
+        first = batches[0].cache.buffer
+        layers, _, _, kv_heads, _, head_dim = first.shape
+        buffer = torch.empty((layers, 2, len(rows), kv_heads, width + room, head_dim), dtype=first.dtype,
+                             device=first.device)
+        u = 0
+        for b, alive, mask in picks:
+            for j in alive:
+                column = width - lengths[u]
+                if column:
+                    buffer[:, :, u, :, :column].zero_()  # masked padding, but must not hold NaN bit patterns
+                for start, end in _real_runs(mask[j]):
+                    buffer[:, :, u, :, column: column + end - start] = b.cache.buffer[:, :, j, :, start:end]
+                    column += end - start
+                u += 1
+        lengths_t = torch.tensor(lengths, dtype=torch.long, device=first.device)
+        mask = (torch.arange(width, device=first.device) >= width - lengths_t[:, None]).long()
+        return _LiveBatch(rows, PreallocatedKVCache(buffer, length=width), mask, lengths_t)
+
+    def _step(self, live: _LiveBatch) -> list[_Row]:
+        """Run every row's pending token through the model, then pick the next tokens."""
+        tokens = torch.tensor([row.tokens[-1] for row in live.rows], dtype=torch.long, device=self.device)
+        live.mask = torch.cat([live.mask, torch.ones_like(live.mask[:, :1])], dim=1)
+        out = self.model(input_ids=tokens[:, None], attention_mask=live.mask, position_ids=live.positions[:, None],
+                         cache=live.cache, use_cache=True)
+        live.positions = live.positions + 1
+        return self._pick_and_advance(live, out.logits[:, -1].float())
+
+    def _pick_and_advance(self, live: _LiveBatch, logits: torch.Tensor) -> list[_Row]:
+        """Pick a token for every live row from ``logits`` ``[R, V]`` (one row per slot); return the rows that
+        finished. Finished rows stay in their slots until more than half the slots are finished (then the
+        batch is compacted) or the batch is repacked."""
+        alive = live.alive()
+        rows = [live.rows[j] for j in alive]
+        if len(alive) < len(live.rows):
+            logits = logits[alive]
+        constrained = [j for j, row in enumerate(rows) if row.matcher is not None]
+        if constrained:
+            bitmask = xgrammar.allocate_token_bitmask(len(rows), self.vocab_size)
+            for j in constrained:
+                rows[j].matcher.fill_next_token_bitmask(bitmask, j)
+            xgrammar.apply_token_bitmask_inplace(logits, bitmask.to(logits.device),
+                                                 indices=None if len(constrained) == len(rows) else constrained)
+        tokens = self._pick(logits, rows)
+        self.stats.generated_tokens += len(rows)
+        stop_ids = self.stop_token_ids()
+        done = []
+        for row, token in zip(rows, tokens.tolist()):
+            row.tokens.append(token)
+            ended = token in stop_ids
+            if row.matcher is not None:
+                row.matcher.accept_token(token)
+                ended = ended or row.matcher.is_terminated()
+            if not ended and row.job.params.stop:
+                ended = self._hit_stop_string(row.tokens, row.job.params.stop)
+            row.done = ended or len(row.tokens) >= row.job.params.max_new_tokens
+            if row.done:
+                done.append(row)
+        if done and 2 * (len(rows) - len(done)) < len(live.rows):
+            live.compact()
+        return done
+
+    @staticmethod
+    def _warpers(temperature: float, top_p: float) -> LogitsProcessorList:
         warpers = LogitsProcessorList()
-        if params.temperature > 0 and params.temperature != 1.0:
-            warpers.append(TemperatureLogitsWarper(params.temperature))
-        if params.top_p < 1.0:
-            warpers.append(TopPLogitsWarper(params.top_p))
+        if temperature > 0 and temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(temperature))
+        if top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p))
         return warpers
 
     def _prefill(self, prompts: list[list[int]], new_tokens: int) -> tuple[torch.Tensor, torch.Tensor, DynamicCache]:
@@ -453,71 +687,33 @@ class TransformersBackend(GenerationBackend):
         matches = [self.prefix_cache.match(p, limit=len(p) - 1) for p in prefixes]
         self._prefill_rows([list(p) for p in prefixes], matches, new_tokens=0, count_as_prompts=False)
 
-    def _decode_batch(self, rows: list[_Row], encoded: list[list[int]], params: GenerationParams) -> None:
-        """Decode ``rows`` to completion in place (``row.tokens``), one token per active row per step."""
-        device = self.device
-        unique = list(dict.fromkeys(r.conv for r in rows))
-        slot = {conv: u for u, conv in enumerate(unique)}
-        logits, mask, cache = self._prefill([encoded[i] for i in unique], params.max_new_tokens)
-        index = torch.tensor([slot[r.conv] for r in rows], device=device)
-        if len(rows) != len(unique):
-            cache.reorder_cache(index)
-            logits, mask = logits.index_select(0, index), mask.index_select(0, index)
-        positions = mask.sum(-1)  # the position of each row's next token
-        stop_ids = self.stop_token_ids()
-        stop_tensor = torch.tensor(stop_ids, dtype=torch.long, device=device)
-        warpers = self._warpers(params)
-        bitmask = None
-        if rows[0].matcher is not None:
-            bitmask = xgrammar.allocate_token_bitmask(len(rows), self.vocab_size)
-        active = list(rows)
-        for step in range(params.max_new_tokens):
-            if bitmask is not None:
-                for j, row in enumerate(active):
-                    row.matcher.fill_next_token_bitmask(bitmask, j)
-                xgrammar.apply_token_bitmask_inplace(logits, bitmask[: len(active)].to(device))
-            tokens = self._pick(logits, active, params, warpers)
-            self.stats.generated_tokens += len(active)
-            ended = torch.isin(tokens, stop_tensor).tolist()
-            for j, (row, token) in enumerate(zip(active, tokens.tolist())):
-                row.tokens.append(token)
-                if row.matcher is not None:
-                    row.matcher.accept_token(token)
-                    ended[j] = ended[j] or row.matcher.is_terminated()
-                if not ended[j] and params.stop:
-                    ended[j] = self._hit_stop_string(row.tokens, params.stop)
-                row.done = ended[j] or step + 1 == params.max_new_tokens
-            keep = [j for j, row in enumerate(active) if not row.done]
-            if not keep:
-                break
-            if len(keep) < len(active):
-                keep_index = torch.tensor(keep, device=device)
-                cache.reorder_cache(keep_index)
-                mask, positions = mask.index_select(0, keep_index), positions.index_select(0, keep_index)
-                tokens = tokens.index_select(0, keep_index)
-                active = [active[j] for j in keep]
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
-                             cache=cache, use_cache=True)
-            logits = out.logits[:, -1].float()
-            positions = positions + 1
-
-    @staticmethod
-    def _pick(logits: torch.Tensor, rows: list[_Row], params: GenerationParams,
-              warpers: LogitsProcessorList) -> torch.Tensor:
-        """The next token of each row: argmax when greedy, else a draw from the row's own generator.
+    @classmethod
+    def _pick(cls, logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
+        """The next token of each row: argmax for greedy rows, else a draw from the row's own generator.
 
         Sampling is the exponential race ``argmax(p / E)``, ``E ~ Exp(1)`` i.i.d. per token, which picks
-        token ``t`` with probability ``p[t]``; each row draws exactly one noise vector per step.
+        token ``t`` with probability ``p[t]``; each sampling row draws exactly one noise vector per step. Rows
+        are warped by their own temperature and top-p (rows with equal settings together).
         """
-        if params.temperature == 0:
-            return logits.argmax(dim=-1)
-        warped = warpers(None, logits) if len(warpers) else logits
-        probs = torch.softmax(warped, dim=-1)
-        noise = torch.empty_like(probs)
+        tokens = logits.argmax(dim=-1)
+        groups: dict[tuple[float, float], list[int]] = {}
         for j, row in enumerate(rows):
-            noise[j].exponential_(generator=row.generator)
-        return (probs / noise.clamp_(min=torch.finfo(noise.dtype).tiny)).argmax(dim=-1)
+            if row.job.params.temperature > 0:
+                groups.setdefault((row.job.params.temperature, row.job.params.top_p), []).append(j)
+        for (temperature, top_p), members in groups.items():
+            everyone = len(members) == len(rows)
+            sub = logits if everyone else logits[members]
+            warpers = cls._warpers(temperature, top_p)
+            probs = torch.softmax(warpers(None, sub) if len(warpers) else sub, dim=-1)
+            noise = torch.empty_like(probs)
+            for i, j in enumerate(members):
+                noise[i].exponential_(generator=rows[j].generator)
+            picked = (probs / noise.clamp_(min=torch.finfo(noise.dtype).tiny)).argmax(dim=-1)
+            if everyone:
+                tokens = picked
+            else:
+                tokens[members] = picked
+        return tokens
 
     def _hit_stop_string(self, tokens: list[int], stop: Sequence[str]) -> bool:
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)

@@ -138,6 +138,20 @@ class ValidatedReply(Generic[T]):
     def attempts(self) -> int:
         return len(self.raw)
 
+    def add_attempt(self, text: str, model: type[T], check: Callable[[T], T] | None = None) -> bool:
+        """Record one attempt's answer: parse it as ``model``, apply ``check`` (which may clean the value or
+        raise :class:`InvalidReply`), and keep the value or the error. Returns True when the answer is valid."""
+        self.raw.append(text)
+        try:
+            value = parse_reply(text, model)
+            if check is not None:
+                value = check(value)
+        except InvalidReply as err:
+            self.errors.append((err.kind, str(err)))
+            return False
+        self.value = value
+        return True
+
     def failure(self) -> dict[str, Any]:
         """Detail for a rejection row: the errors and raw texts of all attempts."""
         return {"errors": [f"{k}: {m}" for k, m in self.errors], "raw": self.raw}
@@ -177,16 +191,8 @@ def generate_validated(
                                                                                      retry_temperature))
         failed = []
         for i, text in zip(pending, texts):
-            results[i].raw.append(text)
-            try:
-                value = parse_reply(text, model)
-                if check is not None:
-                    value = check(i, value)
-            except InvalidReply as err:
-                results[i].errors.append((err.kind, str(err)))
+            if not results[i].add_attempt(text, model, None if check is None else (lambda v, i=i: check(i, v))):
                 failed.append(i)
-                continue
-            results[i].value = value
         pending = failed
     return results
 

@@ -1,9 +1,13 @@
 """Stage 2: role-play. Two agents act out each adapted scenario, alternating turns (participant 1 first).
 
-Many dialogues advance together: at turn ``t`` every dialogue still running waits for the same participant
-(1 on odd turns, 2 on even ones), so the turn is ONE batched call to that participant's backend over all of
-them (plus one batched call per retry round for the answers that failed). One-dialogue-at-a-time role-play,
-as in the reference, makes ``dialogues x turns`` calls instead of ``turns``.
+Many dialogues advance together, and no dialogue waits for another. When one backend plays both participants
+(the usual case), the whole stage is one :meth:`~culture_align.backends.GenerationBackend.generate_continuous`
+run: each finished turn asks for the next one (or for a retry), and a continuously batching backend
+(:class:`~culture_align.backends.TransformersBackend`) starts it at once, in the batch that is running, so a
+dialogue with short replies never waits for the longest reply of a round. With two backends (or
+``continuous=False``), the stage runs in waves: every request known at that moment, one batched call per
+backend and params (:func:`~culture_align.backends.base.generate_in_waves`). One-dialogue-at-a-time
+role-play, as in the reference, makes ``dialogues x turns`` calls instead.
 
 Each agent's system prompt holds the scenario, its own profile, goal and secret, the other participant's
 public profile (name, occupation, background: never their goal or secret) and the culture's profile; the
@@ -12,7 +16,8 @@ user turn holds the history and the turn number. The answer is JSON ``{"action",
 
 A dialogue ends when an agent leaves, at ``max_turns``, or when a turn stays invalid after ``max_attempts``
 (each retry with ``seed + attempt``): end reason ``malformed`` (not JSON / not the schema) or
-``impersonation``.
+``impersonation``. Every request is seeded from itself, so the dialogues are the same whatever the
+scheduling (continuous, waves, one dialogue at a time), up to float rounding of differently shaped batches.
 
 Impersonation (an agent writing the other participant's lines) is handled thus, and counted each time:
 
@@ -28,14 +33,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import datasets
 from tqdm.auto import tqdm
 
-from ...backends.base import GenerationBackend, GenerationParams
+from ...backends.base import GenerationBackend, GenerationParams, GenerationRequest, generate_in_waves
 from ...culture_profiles import CultureProfile, get_culture_profile
 from ...prompts.clca import PROMPT_VERSION, build_roleplay_conversation
 from .schemas import (
@@ -44,8 +48,10 @@ from .schemas import (
     InvalidReply,
     StageResult,
     TurnReply,
+    ValidatedReply,
+    attempt_params,
     count_by,
-    generate_validated,
+    json_schema_for,
     make_rejection,
     params_provenance,
     stable_id,
@@ -100,6 +106,13 @@ class _Dialogue:
     counts: dict[str, int] = field(default_factory=lambda: {"malformed": 0, "impersonation": 0, "retries": 0})
     end_reason: str | None = None
     end_detail: str = ""
+    reply: ValidatedReply = field(default_factory=ValidatedReply)
+    """The attempts at the turn in progress."""
+
+    @property
+    def participant(self) -> int:
+        """Who speaks next: 1 on odd turns, 2 on even ones."""
+        return 1 if len(self.turns) % 2 == 0 else 2
 
 
 def run_roleplay(
@@ -115,8 +128,9 @@ def run_roleplay(
     retry_temperature: float = 0.7,
     prompt_version: str = PROMPT_VERSION,
     show_progress: bool = True,
+    continuous: bool = True,
 ) -> StageResult:
-    """Role-play every scenario, all dialogues advancing together (one batched call per turn).
+    """Role-play every scenario, all dialogues advancing together.
 
     Args:
         scenarios: Adapted scenarios (:data:`SCENARIO_FEATURES`; ``provenance`` may be absent).
@@ -127,39 +141,57 @@ def run_roleplay(
         min_turns: Dialogues with fewer turns are rejected (reason ``too_short``; default 2, so both
             participants have spoken and both training perspectives exist).
         max_attempts: Attempts per turn before the dialogue ends as ``malformed``/``impersonation``.
+        continuous: When one backend plays both participants, hand the whole stage to its
+            ``generate_continuous`` (default True); False: waves of batched calls.
 
     Returns:
         :class:`StageResult`: ``dataset`` with :data:`DIALOGUE_FEATURES` (``judge`` None, intents None),
-        in scenario order; ``rejections`` with stage ``"roleplay"``; ``stats``.
+        in scenario order; ``rejections`` with stage ``"roleplay"``; ``stats`` (``scheduling`` is
+        ``"continuous"`` or ``"waves"``; ``backend_calls`` counts the batched calls of the waves).
     """
     if max_turns < 1:
         raise ValueError(f"max_turns must be >= 1, got {max_turns}")
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
     agent2 = agent2 or agent1
     rows = scenarios.to_list()
     culture_profiles = {iso3: get_culture_profile(iso3, profiles) for iso3 in {r["culture"] for r in rows}}
     dialogues = [_Dialogue(row, culture_profiles[row["culture"]]) for row in rows]
-    calls = attempts = 0
-    with tqdm(total=max_turns, desc="CLCA role-play", unit="turn", disable=not show_progress) as bar:
-        for turn in range(1, max_turns + 1):
-            running = [d for d in dialogues if d.end_reason is None]
-            if not running:
-                break
-            participant = 1 if turn % 2 else 2
-            backend = agent1 if participant == 1 else agent2
-            conversations = [build_roleplay_conversation(d.scenario, participant, d.profile, d.turns, max_turns)
-                             for d in running]
-            replies = generate_validated(backend, conversations, params, TurnReply,
-                                         check=_impersonation_check(running, participant),
-                                         max_attempts=max_attempts, retry_temperature=retry_temperature)
-            calls += max(r.attempts for r in replies)
-            attempts += sum(r.attempts for r in replies)
-            for d, reply in zip(running, replies):
-                _advance(d, participant, reply)
-            bar.update(1)
-            bar.set_postfix(running=sum(d.end_reason is None for d in dialogues))
-    for d in dialogues:
-        if d.end_reason is None:
-            d.end_reason = "max_turns"
+    turn_params = replace(params, json_schema=json_schema_for(TurnReply))
+    attempts = 0
+
+    def next_request(d: _Dialogue) -> GenerationRequest:
+        conversation = build_roleplay_conversation(d.scenario, d.participant, d.profile, d.turns, max_turns)
+        return GenerationRequest(conversation, attempt_params(turn_params, d.reply.attempts, retry_temperature), d)
+
+    with tqdm(total=len(dialogues), desc="CLCA role-play", unit="dialogue", disable=not show_progress) as bar:
+        def on_completion(request: GenerationRequest, text: str) -> list[GenerationRequest]:
+            nonlocal attempts
+            d: _Dialogue = request.tag
+            participant = d.participant
+            if not d.reply.add_attempt(text, TurnReply, lambda v: _check_turn(d, participant, v)) \
+                    and d.reply.attempts < max_attempts:
+                return [next_request(d)]  # retry the turn
+            attempts += d.reply.attempts
+            _advance(d, participant, d.reply)
+            d.reply = ValidatedReply()
+            if d.end_reason is None and len(d.turns) >= max_turns:
+                d.end_reason = "max_turns"
+            if d.end_reason is not None:
+                bar.update(1)
+                bar.set_postfix(turns=sum(len(x.turns) for x in dialogues))
+                return []
+            return [next_request(d)]
+
+        first = [next_request(d) for d in dialogues]
+        native = type(agent1).generate_continuous is not GenerationBackend.generate_continuous
+        if continuous and agent1 is agent2 and native:
+            scheduling, calls = "continuous", 1
+            agent1.generate_continuous(first, on_completion)
+        else:
+            scheduling = "waves"
+            calls = generate_in_waves(first, on_completion,
+                                      lambda r: agent1 if r.tag.participant == 1 else agent2)
 
     base = params_provenance(params)
     models = [agent1.model_id, agent2.model_id]
@@ -186,7 +218,7 @@ def run_roleplay(
             kept.append(record)
     stats = {
         "dialogues": len(dialogues), "kept": len(kept), "rejected_too_short": len(rejected),
-        "batched_calls": calls, "attempts": attempts,
+        "scheduling": scheduling, "backend_calls": calls, "attempts": attempts,
         "invalid_attempts": attempts - sum(len(d.turns) for d in dialogues),
         "end_reasons": count_by(d.end_reason for d in dialogues),
         "turns_histogram": count_by(len(d.turns) for d in dialogues),
@@ -198,21 +230,19 @@ def run_roleplay(
                        to_dataset(rejected, REJECTION_FEATURES), stats)
 
 
-def _impersonation_check(running: Sequence[_Dialogue], participant: int):
-    def check(i: int, reply: TurnReply) -> TurnReply:
-        d = running[i]
-        me, other = d.scenario[f"person{participant}"], d.scenario[f"person{3 - participant}"]
-        if reply.action == "none":
-            return reply
-        kept, impersonated = strip_impersonation(reply.output, me["name"], other["name"])
-        if impersonated:
-            d.counts["impersonation"] += 1
-        if not kept and reply.action in ("speak", "non-verbal"):
-            reason = f"the reply is written as {other['name']}" if impersonated else "empty output once cleaned"
-            raise InvalidReply(reason, kind="impersonation" if impersonated else "malformed")
-        return reply.model_copy(update={"output": kept})
-
-    return check
+def _check_turn(d: _Dialogue, participant: int, reply: TurnReply) -> TurnReply:
+    """Cut what the agent wrote as the other participant (counted); raise :class:`InvalidReply` when nothing
+    of its own is left."""
+    me, other = d.scenario[f"person{participant}"], d.scenario[f"person{3 - participant}"]
+    if reply.action == "none":
+        return reply
+    kept, impersonated = strip_impersonation(reply.output, me["name"], other["name"])
+    if impersonated:
+        d.counts["impersonation"] += 1
+    if not kept and reply.action in ("speak", "non-verbal"):
+        reason = f"the reply is written as {other['name']}" if impersonated else "empty output once cleaned"
+        raise InvalidReply(reason, kind="impersonation" if impersonated else "malformed")
+    return reply.model_copy(update={"output": kept})
 
 
 def _advance(d: _Dialogue, participant: int, reply) -> None:
