@@ -15,6 +15,7 @@ run() {
 }
 run python3 benchmarks/gpu_training.py --out "$out/gpu_training.json"
 run python3 benchmarks/clca_generation.py --out "$out/clca_generation_gpu.json"
+run python3 benchmarks/forward_latency.py
 run python3 benchmarks/clca_generation.py --max-turns 10 --no-sequential-prefix-cache \
   --out "$out/clca_generation_10turns_gpu.json"
 exit $status
