@@ -416,14 +416,12 @@ def test_generate_refills_the_batch_as_rows_finish(backend, no_prefix_cache):
     assert together == alone
 
 
-def test_continuous_batching_with_sliding_window_layers():
+def test_continuous_batching_with_sliding_window_layers(tiny_model_and_tokenizer):
     """A model whose KV cannot be moved (sliding-window layers) admits follow-ups only into an empty batch,
     and still gives the completions of ``generate``."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from tests.conftest import build_tiny_tokenizer
-
-    tok = build_tiny_tokenizer()
+    _, tok = tiny_model_and_tokenizer
     torch.manual_seed(0)
     config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True, sliding_window=16,
