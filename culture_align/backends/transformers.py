@@ -11,7 +11,10 @@ completion depends only on its own request:
   texts as an uninterrupted run (up to float rounding of differently shaped batches, which only matters
   for near-ties);
 * position ids come from each row's own prompt length, so left padding does not shift positions;
-* finished rows leave the batch, so long completions do not make short ones pay.
+* continuous batching: waiting requests (the rest of a large ``generate`` call, or the follow-ups that
+  :meth:`TransformersBackend.generate_continuous` callers ask for) join the running batch as rows finish, in
+  groups (``admit_ratio``, ``max_waiting_steps``); the joining rows are prefilled apart and the batch cache is
+  repacked once, so long completions do not make short ones pay and a follow-up never waits for a round.
 
 Prompt KV reuse (models whose layers all use full attention: Llama, Qwen2, SmolLM2, ...):
 
