@@ -133,6 +133,8 @@ class ContinuousFakeBackend(FakeBackend):
     """The fake with its own ``generate_continuous``: one request at a time, newest first (a schedule
     nothing like the waves), to show the role-play does not depend on the order of completions."""
 
+    continuous_batching = True
+
     def generate_continuous(self, requests, on_completion):
         stack = list(requests)
         while stack:

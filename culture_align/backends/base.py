@@ -151,6 +151,8 @@ class GenerationBackend(ABC):
     model_id: str = ""
     supports_json_schema: bool = False
     """True when the backend constrains decoding to ``params.json_schema`` (not just asks for it)."""
+    continuous_batching: bool = False
+    """True when :meth:`generate_continuous` starts follow-ups inside a running batch (not in waves)."""
 
     def generate(self, conversations: Sequence[Conversation], params: GenerationParams | None = None) -> list[str]:
         """Generate ``params.n`` completions per conversation.

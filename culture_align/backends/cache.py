@@ -115,6 +115,7 @@ class CachedBackend(GenerationBackend):
         self.chunk_size = chunk_size
         self.model_id = backend.model_id
         self.supports_json_schema = backend.supports_json_schema
+        self.continuous_batching = backend.continuous_batching
 
     def _generate(self, conversations: list[Conversation], params: GenerationParams) -> list[str]:
         n = params.n
@@ -141,7 +142,7 @@ class CachedBackend(GenerationBackend):
         arrives. Over a backend without continuous batching, waves of :meth:`generate` (chunked and persisted
         as usual).
         """
-        if type(self.backend).generate_continuous is GenerationBackend.generate_continuous:
+        if not self.continuous_batching:
             generate_in_waves(requests, on_completion, lambda request: self)
             return
 

@@ -264,6 +264,7 @@ class TransformersBackend(GenerationBackend):
         self.show_progress = show_progress
         self.stats = GenerationStats()
         self.supports_json_schema = xgrammar is not None
+        self.continuous_batching = True
         if xgrammar is None:
             logger.warning("xgrammar is not importable: JSON schemas will not constrain decoding")
         self._grammar_compiler: Any = None

@@ -141,8 +141,9 @@ def run_roleplay(
         min_turns: Dialogues with fewer turns are rejected (reason ``too_short``; default 2, so both
             participants have spoken and both training perspectives exist).
         max_attempts: Attempts per turn before the dialogue ends as ``malformed``/``impersonation``.
-        continuous: When one backend plays both participants, hand the whole stage to its
-            ``generate_continuous`` (default True); False: waves of batched calls.
+        continuous: When one backend plays both participants and it batches continuously
+            (``backend.continuous_batching``), hand the whole stage to its ``generate_continuous`` (default
+            True); otherwise, or with False, waves of batched calls.
 
     Returns:
         :class:`StageResult`: ``dataset`` with :data:`DIALOGUE_FEATURES` (``judge`` None, intents None),
@@ -184,8 +185,7 @@ def run_roleplay(
             return [next_request(d)]
 
         first = [next_request(d) for d in dialogues]
-        native = type(agent1).generate_continuous is not GenerationBackend.generate_continuous
-        if continuous and agent1 is agent2 and native:
+        if continuous and agent1 is agent2 and agent1.continuous_batching:
             scheduling, calls = "continuous", 1
             agent1.generate_continuous(first, on_completion)
         else:
