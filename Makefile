@@ -33,8 +33,9 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The evidence baseline: every baseline of the protocol on held-out items (examples/experiments/baselines.yaml).
 bench: setup
-	$(BIN)/python benchmarks/eval_throughput.py --wvs $(WVS_DIR)
+	$(BIN)/culture-align experiment --config examples/experiments/baselines.yaml --wvs $(WVS_DIR)
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache

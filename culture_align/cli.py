@@ -142,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("builder", help="wvs, clca_dialogues, culturespa_qa or culturellm_augmented")
     build.add_argument("args", nargs=argparse.REMAINDER, help="its own arguments (--source, --out, ...)")
 
+    ex = sub.add_parser("experiment", help="held-out splits, baselines, culture controls, seeds and CIs from one "
+                        "YAML config (examples/experiments/)")
+    ex.add_argument("--config", required=True, help="an experiment YAML (see culture_align.experiments.config)")
+    ex.add_argument("--out", help="run folder (default: the config's output_dir, or runs/experiments/<name>)")
+    ex.add_argument("--wvs", help="human data, overriding the config's `wvs`")
+    ex.add_argument("--dry-run", action="store_true", help="print the plan (splits, sizes, optimizer steps) and stop")
+
     demo = sub.add_parser("demo", help="the embedded model on the bundled catalog, unaware vs. aware")
     demo.add_argument("--model", default="smollm2-135m-instruct")
     _add_data_args(demo)
@@ -206,6 +213,22 @@ def _run_eval_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_experiment(args: argparse.Namespace) -> int:
+    from .experiments import ExperimentConfig, ExperimentRunner
+
+    config = ExperimentConfig.from_yaml(args.config)
+    if args.wvs:
+        config.wvs = args.wvs
+    runner = ExperimentRunner(config, output_dir=args.out)
+    if args.dry_run:
+        print("\n".join(runner.plan()))
+        return 0
+    payload = runner.run()
+    print((runner.output_dir / "report.md").read_text())
+    print(f"Written to {runner.output_dir} ({payload['timings_seconds']['total']:.0f} s)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -215,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_eval_tasks(args)
         if args.command in ("generate", "train"):
             return _recipe_entry(args.recipe, args.command)(args.args)
+        if args.command == "experiment":
+            return _run_experiment(args)
         if args.command == "merge-shards":
             from .recipes.sharding import merge_shards
 

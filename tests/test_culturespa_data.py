@@ -457,3 +457,36 @@ def test_generate_culturespa_cli_on_the_tiny_model(tmp_path, tiny_model_dir, cap
     config.write_text("generate:\n  questions_per_topik: 2\n")
     assert main(["generate", "culturespa", "--config", str(config)]) == 2
     assert "unknown CultureSPA pipeline settings: questions_per_topik" in capsys.readouterr().err
+
+
+def test_pipeline_on_an_experiment_split_reads_training_cells_and_guards_every_item(tiny_model_and_tokenizer,
+                                                                                   tiny_wvs, embedder, tmp_path):
+    """Seeds come from training items only, while a generated copy of a held-out item is still rejected."""
+    from culture_align.experiments import make_split
+
+    model, tok = tiny_model_and_tokenizer
+    split = make_split(tiny_wvs, "items_file", items_file=_write(tmp_path / "items.json", {
+        "train_items": ["Q1", "Q57", "Q94", "Q182", "Q199"], "test_items": ["Q27"]}))
+    copy_of_test_item = q(tiny_wvs.questions["Q27"].text, list(tiny_wvs.questions["Q27"].options))
+    script = {"Social values, attitudes and stereotypes": [copy_of_test_item] + SOCIAL_SCRIPT}
+    config = CultureSPAPipelineConfig(topics=["social_values"], questions_per_topic=2, requests_per_round=3,
+                                      max_requests_per_topic=3, batch_size=4, contamination_threshold=None,
+                                      answer_variant="self_alignment", self_alignment_examples=2,
+                                      show_progress=False)
+
+    def run(guard, folder):
+        pipeline = CultureSPAPipeline(model, ["USA"], config, tokenizer=tok, question_backend=ScriptedBackend(script),
+                                      wvs=split.training_view(tiny_wvs), guard_questions=guard, embedder=embedder)
+        assert {s.qid for seeds in pipeline.seeds.values() for s in seeds} <= set(split.train_items)
+        return pipeline.run(tmp_path / folder)
+
+    guarded = run(tiny_wvs.questions, "guarded")
+    assert tiny_wvs.questions["Q27"].text not in guarded["questions"]["text"]
+    assert "contaminated" in " ".join(guarded["rejections"]["reason"])
+    unguarded = run(None, "unguarded")  # the view alone does not know the held-out item's text
+    assert tiny_wvs.questions["Q27"].text in unguarded["questions"]["text"]
+
+
+def _write(path, data):
+    path.write_text(json.dumps(data))
+    return path

@@ -47,6 +47,8 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML file with a `generate:` section")
     parser.add_argument("--wvs", help="the WVS data: a WVS-7 CSV, a distributions JSON, a folder, ...")
     parser.add_argument("--questions", help="question catalog for the WVS data (default: beside it / bundled)")
+    parser.add_argument("--split", help="an experiment's split.json: seeds and labels from its training cells only "
+                        "(a seed item that is a test item is an error)")
     parser.add_argument("--teacher", help="model for a transformers teacher (overrides the config)")
     parser.add_argument("--output-dir", help="output folder (resumes when it exists)")
     parser.add_argument("--cultures", help="comma-separated ISO3 codes (default: all in the data)")
@@ -78,8 +80,14 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
                  "seed"):
         if getattr(args, flag) is not None:
             section[flag] = getattr(args, flag)
+    split_file = args.split or section.pop("split", None)
+    section.pop("split", None)
     config = pipeline_config_from_dict(section)
     wvs = load_wvs(wvs_path, questions)
+    if split_file:
+        from ..experiments import ExperimentSplit
+
+        wvs = ExperimentSplit.load(split_file).training_view(wvs)
     teacher = backend_from_config(teacher_spec)
     corpus = CultureLLMPipeline(teacher, wvs, config=config).run(output_dir)
     stats = json.loads((Path(output_dir) / "stats.json").read_text())

@@ -7,6 +7,7 @@
       dtype: bfloat16
       question_backend: null                # or {backend: openai, base_url: ..., model: ...}
       wvs: path/to/wvs                      # seeds + contamination guard; null: the bundled catalog
+      split: runs/experiments/x/split.json  # optional: read human figures of its training cells only
       output_dir: runs/culturespa-data
       cultures: [USA, CHN, DEU]
       questions_per_topic: 10
@@ -45,6 +46,8 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML file with a `generate:` section")
     parser.add_argument("--model", help="local model that answers (HF id, folder or embedded alias)")
     parser.add_argument("--wvs", help="WVS source for seeds and the contamination guard (default: bundled catalog)")
+    parser.add_argument("--split", help="an experiment's split.json: seeds, similarity and self-alignment examples "
+                        "come from its training cells only, and generated questions stay away from every item")
     parser.add_argument("--output-dir", help="output folder (resumes when it exists)")
     parser.add_argument("--cultures", help="comma-separated ISO3 codes")
     parser.add_argument("--topics", help="comma-separated WVS topic ids (default: all 13)")
@@ -74,9 +77,21 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
                       ("seed", "seed")):
         if getattr(args, flag) is not None:
             section[key] = getattr(args, flag)
+    split_file = args.split or section.pop("split", None)
+    section.pop("split", None)
     config = pipeline_config_from_dict(section)
     question_backend = backend_from_config(question_spec) if question_spec else None
-    corpus = CultureSPAPipeline(model, config=config, question_backend=question_backend).run(output_dir)
+    wvs = guard = None
+    if split_file:
+        from ..experiments import ExperimentSplit
+        from ..wvs import load_wvs
+
+        if not config.wvs_path:
+            raise ValueError("--split needs the WVS data it splits (--wvs or `wvs:`)")
+        full = load_wvs(config.wvs_path)
+        wvs, guard = ExperimentSplit.load(split_file).training_view(full), full.questions
+    corpus = CultureSPAPipeline(model, config=config, question_backend=question_backend, wvs=wvs,
+                                guard_questions=guard).run(output_dir)
     stats = json.loads((Path(output_dir) / "stats.json").read_text())
     print(json.dumps({"counts": stats["counts"], "changed_share": stats["changed_share"]}, indent=2))
     print(f"{len(corpus['questions'])} questions, {len(corpus['answers'])} answers, {len(corpus['train'])} training "

@@ -278,6 +278,19 @@ def _as_code(value: Any, i: int, name: str) -> int:
     return -1 if f < 0 else int(f)
 
 
+def alignment_score_from_sums(squared_error: Any, max_squared_error: Any) -> Any:
+    """The alignment score from its two sums: 100 * (1 - sqrt(sum (a_q - g_q)^2) / sqrt(sum (n_q - 1)^2)).
+
+    Elementwise over numpy arrays of equal shape (weighted or resampled sums, e.g. a bootstrap's), or on two
+    numbers; NaN where ``max_squared_error`` is 0. :func:`alignment_score` computes its sums and calls this.
+    """
+    num = np.asarray(squared_error, dtype=np.float64)
+    den = np.asarray(max_squared_error, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(den > 0, 100.0 * (1.0 - np.sqrt(num) / np.sqrt(np.where(den > 0, den, 1.0))), np.nan)
+    return out if out.ndim else float(out)
+
+
 def alignment_score(answers: Any, gold: Any, num_options: Any) -> dict[str, Any]:
     """CultureSPA alignment score of chosen answer codes against modal human codes.
 
@@ -332,7 +345,7 @@ def alignment_score(answers: Any, gold: Any, num_options: Any) -> dict[str, Any]
         num += (a - g) ** 2
         den += (n - 1) ** 2
         n_scored += 1
-    score = float("nan") if n_scored == 0 else 100.0 * (1.0 - math.sqrt(num) / math.sqrt(den))
+    score = float("nan") if n_scored == 0 else float(alignment_score_from_sums(num, den))
     return {"alignment_score": score, "n_scored": n_scored, "n_invalid": n_invalid, "n_no_gold": n_no_gold}
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from ...models import DEFAULT_MODEL, load_model_and_tokenizer
 from ...prompts.culturespa import PROMPT_VERSION
 from ...wvs import bundled_questions, load_wvs
 from ...wvs.data import WVSData
+from ...wvs.questions import SurveyQuestion
 from ..stages import config_to_dict, split_commas
 from ..storage import save_dataset_atomically, write_json_atomically
 from .answering import DEFAULT_ANSWER_SAMPLING, AnswerCache, SurveyAnswerer, answer_questions
@@ -151,13 +152,17 @@ class CultureSPAPipeline:
         config: :class:`CultureSPAPipelineConfig` (default: its defaults).
         tokenizer: The tokenizer of a loaded ``model``.
         question_backend: Any backend that writes the questions (default: the answering model).
-        wvs: Human data to use instead of ``config.wvs_path``.
+        wvs: Human data to use instead of ``config.wvs_path`` (an experiment passes its split's training view, so
+            seeds, similarity and self-alignment examples come from training cells only).
+        guard_questions: Items the generated questions must stay away from (the contamination guard; default:
+            ``wvs.questions``). An experiment passes every item, held-out ones included.
         embedder: Sentence embedder of the similarity filters (default: from ``config.embedding_model``).
     """
 
     def __init__(self, model: ModelLike = DEFAULT_MODEL, cultures: Sequence[str | Culture] | str | None = None,
                  config: CultureSPAPipelineConfig | None = None, *, tokenizer: PreTrainedTokenizerBase | None = None,
                  question_backend: GenerationBackend | None = None, wvs: WVSData | None = None,
+                 guard_questions: Mapping[str, SurveyQuestion] | None = None,
                  embedder: SentenceEmbedder | None = None) -> None:
         self.config = cfg = config or CultureSPAPipelineConfig()
         self.cultures = resolve_cultures(cultures if cultures is not None else cfg.cultures)
@@ -182,6 +187,7 @@ class CultureSPAPipeline:
             wvs = (load_wvs(cfg.wvs_path) if cfg.wvs_path else
                    WVSData(questions=bundled_questions(), distributions={}, source="bundled catalog"))
         self.wvs = wvs
+        self.guard_questions = dict(guard_questions) if guard_questions is not None else wvs.questions
         self.seeds = seed_questions_by_topic(wvs.questions, cfg.topics)  # fails early on unknown topics
         self.embedder = embedder
         self.stats: dict[str, Any] = {}
@@ -218,7 +224,7 @@ class CultureSPAPipeline:
 
         # 1. questions
         start = time.perf_counter()
-        evaluation = [q for qs in seed_questions_by_topic(self.wvs.questions).values() for q in qs]
+        evaluation = [q for qs in seed_questions_by_topic(self.guard_questions).values() for q in qs]
         questions = generate_questions(
             self.seeds, backend, replace(cfg.question_params, seed=cfg.seed),
             questions_per_topic=cfg.questions_per_topic, requests_per_round=cfg.requests_per_round,

@@ -1,0 +1,231 @@
+"""Trained conditions: their records (from the split's training cells only) and gated adapter training.
+
+Records are chat ``messages`` + ``culture`` (+ ``qid``), what the culture-adapter trainers take. The ``wvs_answers``
+source builds them from a :class:`~culture_align.experiments.splits.TrainingView`, so it cannot read a test cell;
+the ``dataset`` source reads a recipe corpus from disk and refuses rows made from test items (``qid``, ``seed_id`` or
+``question_id``) or, in a culture split, of test cultures. The shuffled-label control gives each culture the labels of another
+(:func:`~culture_align.experiments.controls.culture_derangement`), everything else equal.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+
+from ..cultures import get_culture
+from ..prompts.wvs import build_conversation, get_setting
+from ..wvs.data import WVSData
+from .config import TrainedCondition
+from .gates import check_training_length, first_step_learning_rate_schedule, optimizer_steps
+from .splits import ExperimentSplit, HeldOutError
+
+__all__ = ["build_condition_dataset", "train_condition"]
+
+
+def _wvs_answer_rows(view: WVSData, data: dict[str, Any], seed: int, labels_from: dict[str, str]) -> list[dict]:
+    label = data.get("label", "mode")
+    if label not in ("mode", "sampled"):
+        raise ValueError(f"data.label must be mode or sampled, got {label!r}")
+    samples = int(data.get("samples_per_cell", 5))
+    template = get_setting(data.get("setting", "culture-aware"))
+    rng = np.random.default_rng(seed)
+    rows = []
+    for culture in view.cultures:
+        source = labels_from.get(culture, culture)
+        for qid, question in view.questions.items():
+            probs = view.distribution(source, qid)
+            if probs is None:
+                continue
+            if label == "mode":
+                answers = [question.codes[int(np.argmax(probs))]]
+            else:
+                answers = [question.codes[int(k)] for k in rng.choice(len(probs), size=samples, p=probs)]
+            conversation = build_conversation(template, question, get_culture(culture))
+            for a in answers:
+                rows.append({"messages": conversation + [{"role": "assistant", "content": str(a)}],
+                             "culture": culture, "qid": qid})
+    return rows
+
+
+def _recipe_corpus(condition: TrainedCondition, wvs: WVSData, split: ExperimentSplit, model: str,
+                   dtype: str | None, folder: Path) -> datasets.Dataset:
+    """Run (or reuse) a recipe's data pipeline on the split's training cells; its ``train`` records.
+
+    The experiment's model writes and answers (as in the papers' self-generated settings); ``data.pipeline``
+    overrides the pipeline config's fields. CultureLLM's seed items are the recipe's items that are training items;
+    CultureSPA's contamination guard keeps generated questions away from every item, held-out ones included.
+    """
+    finished = folder / "dataset"
+    if finished.is_dir():
+        return datasets.load_from_disk(str(finished))["train"]
+    view = split.training_view(wvs)
+    overrides = dict(condition.data.get("pipeline", {}))
+    overrides.setdefault("cultures", list(split.train_cultures))
+    if condition.data["source"] == "culturellm":
+        from ..backends import TransformersBackend
+        from ..models import load_model_and_tokenizer
+        from ..recipes.culturellm import CULTURELLM_SEED_ITEMS, CultureLLMPipeline
+        from ..scripts.culturellm import pipeline_config_from_dict
+
+        wanted = overrides.get("items", CULTURELLM_SEED_ITEMS)
+        overrides["items"] = [q for q in wanted if q in view.questions]
+        if not overrides["items"]:
+            raise ValueError(f"condition {condition.name}: none of the CultureLLM seed items is a training item")
+        teacher_model, tokenizer = load_model_and_tokenizer(model, dtype=dtype)
+        teacher = TransformersBackend.from_model(teacher_model, tokenizer, model_id=model)
+        corpus = CultureLLMPipeline(teacher, view, config=pipeline_config_from_dict(overrides)).run(folder)
+    else:
+        from ..recipes.culturespa import CultureSPAPipeline
+        from ..scripts.culturespa import pipeline_config_from_dict
+
+        overrides.setdefault("dtype", dtype)
+        corpus = CultureSPAPipeline(model, config=pipeline_config_from_dict(overrides), wvs=view,
+                                    guard_questions=wvs.questions).run(folder)
+    return corpus["train"]
+
+
+def _shuffle_corpus_labels(corpus: datasets.Dataset, mapping: dict[str, str]) -> datasets.Dataset:
+    """Each row of culture c gets the answer that culture ``mapping[c]`` has for the same prompt (same user turns);
+    rows whose prompt ``mapping[c]`` has no answer for are dropped."""
+    def key(messages: list[dict]) -> str:
+        return json.dumps([m["content"] for m in messages if m["role"] == "user"])
+
+    answers = {(key(m), get_culture(c).iso3): m[-1] for m, c in zip(corpus["messages"], corpus["culture"])}
+    rows = []
+    for row in corpus:
+        partner = answers.get((key(row["messages"]), mapping.get(get_culture(row["culture"]).iso3, "")))
+        if partner is not None:
+            rows.append({**row, "messages": row["messages"][:-1] + [partner]})
+    if not rows:
+        raise ValueError("the shuffled-label control found no prompt answered by two cultures")
+    return datasets.Dataset.from_list(rows)
+
+
+def _load_corpus(path: str) -> datasets.Dataset:
+    folder = Path(path)
+    if not folder.exists():
+        raise FileNotFoundError(f"condition data {path}: no such file or folder")
+    if folder.is_dir():
+        loaded = datasets.load_from_disk(str(folder))
+        return loaded["train"] if isinstance(loaded, datasets.DatasetDict) else loaded
+    kind = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}.get(folder.suffix)
+    if kind is None:
+        raise ValueError(f"condition data {path}: use a saved dataset folder, .parquet or .jsonl")
+    return datasets.load_dataset(kind, data_files=str(folder), split="train")
+
+
+def build_condition_dataset(condition: TrainedCondition, wvs: WVSData, split: ExperimentSplit, seed: int,
+                            shuffled: dict[str, str] | None = None, *, model: str | None = None,
+                            dtype: str | None = None, data_dir: Path | None = None) -> datasets.Dataset:
+    """The training records of ``condition`` for one seed (``shuffled``: culture -> culture whose labels it gets).
+
+    ``model``, ``dtype`` and ``data_dir`` (where the recipe pipeline writes, reused when finished) serve the
+    ``culturellm`` and ``culturespa`` sources.
+
+    Raises:
+        HeldOutError: a corpus row on a test item, or (culture split) of a test culture.
+    """
+    if condition.data["source"] == "wvs_answers":
+        rows = _wvs_answer_rows(split.training_view(wvs), condition.data, seed, shuffled or {})
+        if not rows:
+            raise ValueError(f"condition {condition.name}: the split's training cells give no records")
+        return datasets.Dataset.from_list(rows)
+    if condition.data["source"] in ("culturellm", "culturespa"):
+        if model is None or data_dir is None:
+            raise ValueError(f"condition {condition.name}: a recipe source needs the model and a data folder")
+        corpus = _recipe_corpus(condition, wvs, split, model, dtype, data_dir)
+        where = str(data_dir)
+    else:
+        corpus = _load_corpus(condition.data["path"])
+        where = condition.data["path"]
+    missing = [c for c in ("messages", "culture") if c not in corpus.column_names]
+    if missing:
+        raise ValueError(f"condition data {where}: missing column(s) {', '.join(missing)}")
+    item_columns = [c for c in ("qid", "seed_id", "question_id") if c in corpus.column_names]
+    if item_columns and split.item_split:  # the WVS item a row was made from (CultureLLM: seed_id)
+        leaked = sorted({q for c in item_columns for q in corpus[c]} & set(split.test_items))
+        if leaked:
+            raise HeldOutError(f"condition data {where}: rows on test items {', '.join(leaked[:8])}")
+    if split.culture_split:
+        leaked = sorted({get_culture(c).iso3 for c in corpus["culture"]} & set(split.test_cultures))
+        if leaked:
+            raise HeldOutError(f"condition data {where}: rows of test cultures {', '.join(leaked)}")
+    if shuffled:
+        corpus = _shuffle_corpus_labels(corpus, shuffled)
+    return corpus.shuffle(seed=seed)
+
+
+def _gated_trainer_class(trainer_class: type, warmup_ratio: float, decay: str) -> type:
+    """``trainer_class`` whose learning-rate schedule starts above zero (see
+    :func:`~culture_align.experiments.gates.first_step_learning_rate_schedule`)."""
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            _, multiplier = first_step_learning_rate_schedule(num_training_steps, warmup_ratio, decay)
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, multiplier)
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    return type(f"Gated{trainer_class.__name__}", (trainer_class,), {"create_scheduler": create_scheduler})
+
+
+def condition_training_config(condition: TrainedCondition, output_dir: Path, seed: int, dtype: str | None):
+    """``(recipe config, trainer class, warm-up ratio, decay)`` of a trained condition: the recipe's config with the
+    condition's ``training`` overrides (``warmup_ratio`` and ``lr_scheduler_type`` -- ``linear`` or ``constant`` --
+    drive the gated schedule instead of the trainer's)."""
+    from ..trainers import CultureLLMConfig, CultureLLMTrainer, CultureSPAConfig, CultureSPATrainer
+
+    config_class, trainer_class = {"culturellm": (CultureLLMConfig, CultureLLMTrainer),
+                                   "culturespa": (CultureSPAConfig, CultureSPATrainer)}[condition.recipe]
+    overrides = dict(condition.training)
+    warmup_ratio = float(overrides.pop("warmup_ratio", 0.0))
+    decay = overrides.pop("lr_scheduler_type", "linear")
+    overrides.setdefault("logging_steps", 10)
+    try:
+        config = config_class(output_dir=str(output_dir), mode=condition.mode, seed=seed, data_seed=seed,
+                              save_strategy="no", report_to="none", bf16=dtype == "bfloat16",
+                              use_cpu=not torch.cuda.is_available(), **overrides)
+    except TypeError as err:
+        raise ValueError(f"condition {condition.name}: training: {err}") from None
+    return config, trainer_class, warmup_ratio, decay
+
+
+def condition_optimizer_steps(condition: TrainedCondition, dataset: datasets.Dataset, config) -> int:
+    """Optimizer steps of the shortest adapter (per culture in specific mode)."""
+    cultures = dataset["culture"]
+    sizes = [cultures.count(c) for c in sorted(set(cultures))] if condition.mode == "specific" else [len(dataset)]
+    world = max(int(getattr(config, "world_size", 1) or 1), 1)
+    return min(optimizer_steps(n, config.per_device_train_batch_size, config.gradient_accumulation_steps,
+                               config.num_train_epochs, config.max_steps, world) for n in sizes)
+
+
+def train_condition(condition: TrainedCondition, dataset: datasets.Dataset, model_path: str, output_dir: Path,
+                    seed: int, *, dtype: str | None, min_steps: int, allow_short_training: bool) -> dict[str, Any]:
+    """Train ``condition``'s adapter(s) for one seed into ``output_dir`` (after the length gate); returns a record
+    of what ran (steps, short, seconds). A finished folder (``experiment_training.json``) is reused."""
+    from peft import LoraConfig
+
+    done = output_dir / "experiment_training.json"
+    if done.is_file():
+        return {**json.loads(done.read_text()), "reused": True}
+    config, trainer_class, warmup_ratio, decay = condition_training_config(condition, output_dir, seed, dtype)
+    steps = condition_optimizer_steps(condition, dataset, config)
+    short = check_training_length(steps, f"condition {condition.name} (seed {seed})", min_steps, allow_short_training)
+    peft_config = LoraConfig(task_type="CAUSAL_LM", **{**type(config).reference_lora, **condition.lora})
+    start = time.perf_counter()
+    trainer = _gated_trainer_class(trainer_class, warmup_ratio, decay)(
+        model=model_path, args=config, train_dataset=dataset, peft_config=peft_config)
+    trainer.train()
+    trainer.save_model()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    record = {"optimizer_steps": steps, "short": short, "examples": len(dataset), "seconds": round(
+        time.perf_counter() - start, 1), "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None, "warmup_ratio": warmup_ratio, "lr_schedule": decay}
+    done.write_text(json.dumps(record, indent=1) + "\n")
+    return record
