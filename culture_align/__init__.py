@@ -39,6 +39,8 @@ _LAZY = {
     "TaskEvaluator": "culture_align.evaluation",
     "TaskEvaluationConfig": "culture_align.evaluation",
     "load_tasks": "culture_align.evaluation",
+    "AnswerDistributionConfig": "culture_align.trainers",
+    "AnswerDistributionTrainer": "culture_align.trainers",
     "CLCAConfig": "culture_align.trainers",
     "CLCATrainer": "culture_align.trainers",
     "CultureSPAConfig": "culture_align.trainers",

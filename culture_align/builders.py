@@ -51,7 +51,7 @@ __all__ = [
     "size_category",
 ]
 
-BUILDER_NAMES = ("wvs", "clca_dialogues", "culturespa_qa", "culturellm_augmented")
+BUILDER_NAMES = ("wvs", "clca_dialogues", "culturespa_qa", "culturellm_augmented", "answer_distributions")
 """The corpora with a builder, by module name in ``dataset_builders/``."""
 
 _PACKAGE_DIR = Path(__file__).resolve().parent

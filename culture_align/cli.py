@@ -18,6 +18,7 @@ _RECIPE_ENTRIES = {
     ("train", "clca"): "culture_align.scripts.clca:train_main",
     ("train", "culturespa"): "culture_align.scripts.adapter_training:train_culturespa_main",
     ("train", "culturellm"): "culture_align.scripts.adapter_training:train_culturellm_main",
+    ("train", "distribution"): "culture_align.scripts.adapter_training:train_distribution_main",
     ("generate", "culturellm"): "culture_align.scripts.culturellm:generate_main",
     ("generate", "culturespa"): "culture_align.scripts.culturespa:generate_main",
 }

@@ -90,6 +90,18 @@ RECIPES: dict[str, RecipeInfo] = {
         "@inproceedings{li2024culturellm,\n  title     = {CultureLLM: Incorporating Cultural Differences into Large "
         "Language Models},\n  author    = {Cheng Li and Mengzhou Chen and Jindong Wang and Sunayana Sitaram and "
         "Xing Xie},\n  booktitle = {Advances in Neural Information Processing Systems},\n  year      = {2024}\n}"),
+    "answer_distribution": RecipeInfo(
+        "Answer distributions (forward KL)",
+        "Specializing Large Language Models to Simulate Survey Response Distributions for Global Populations",
+        "2502.07068",
+        "@inproceedings{cao2025specializing,\n  title     = {Specializing Large Language Models to Simulate Survey "
+        "Response Distributions for Global Populations},\n  author    = {Yong Cao and Haijiang Liu and Arnav Arora "
+        "and Isabelle Augenstein and Paul R{\\\"o}ttger and Daniel Hershcovich},\n  booktitle = {Proceedings of the "
+        "2025 Conference of the Nations of the Americas Chapter of the Association for Computational Linguistics},\n"
+        "  year      = {2025}\n}\n@inproceedings{suh2025subpop,\n  title     = {Language Model Fine-Tuning on Scaled "
+        "Survey Data for Predicting Distributions of Public Opinions},\n  author    = {Joseph Suh and Erfan Jahanparast "
+        "and Suhong Moon and Minwoo Kang and Serina Chang},\n  booktitle = {Proceedings of the 63rd Annual Meeting "
+        "of the Association for Computational Linguistics},\n  year      = {2025}\n}"),
 }
 """The recipes by CLI name."""
 

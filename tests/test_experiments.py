@@ -370,3 +370,31 @@ def test_cli_experiment_dry_run_and_errors(tiny_model_dir, tmp_path, capsys):
     config.write_text("name: cli\nsplit: {protocol: nope}\n")
     assert main(["experiment", "--config", str(config)]) == 2
     assert "split.protocol" in capsys.readouterr().err
+
+
+def test_runner_trains_the_answer_distribution_recipe(tiny_model_dir, tmp_path):
+    condition = {"name": "distribution", "recipe": "answer_distribution", "data": {"source": "wvs_answers"},
+                 "mode": "joint", "seeds": [0, 1, 2], "training": {"max_steps": 3, "per_device_train_batch_size": 8,
+                                                                   "learning_rate": 5e-3}}
+    payload = ExperimentRunner(_config(tiny_model_dir, baselines=["uniform", "culture_prompt"], conditions=[condition],
+                                       allow_short_training=True), output_dir=tmp_path / "run",
+                               wvs=synthetic_wvs(), show_progress=False).run()
+    row = payload["conditions"]["distribution"]
+    assert row["kind"] == "trained" and row["info"]["recipe"] == "answer_distribution" and row["seeds"] == [0, 1, 2]
+    assert "distribution_shuffled_labels" in payload["conditions"]
+    with pytest.raises(ValueError, match="does not apply"):
+        _config(tiny_model_dir, conditions=[{**condition, "data": {"source": "wvs_answers", "label": "mode"}}])
+
+
+def test_shuffled_labels_of_a_corpus_swap_answers_between_cultures():
+    from culture_align.experiments.training import _shuffle_corpus_labels
+    from culture_align.recipes.distribution import wvs_distribution_rows
+
+    wvs = synthetic_wvs()
+    rows = wvs_distribution_rows(wvs, setting="culture-unaware")  # same prompt for every culture
+    mapping = culture_derangement(list(CULTURES), 0)
+    shuffled = _shuffle_corpus_labels(rows, mapping)
+    by_key = {(r["culture"], r["qid"]): r["target"] for r in rows}
+    for r in shuffled:
+        assert r["target"] == by_key[(mapping[r["culture"]], r["qid"])]
+    assert len(shuffled) == len(rows) - sum(1 for r in rows if (mapping[r["culture"]], r["qid"]) not in by_key)

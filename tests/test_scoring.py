@@ -31,7 +31,7 @@ def _naive_scores(model, scorer, conversation, choices):
     log-probs are renormalised over those tokens; prefixes with one legal continuation contribute 0.
     """
     ids = scorer.encode(conversation)
-    seqs = scorer._choice_sequences(conversation, choices)
+    seqs = scorer.choice_sequences(conversation, choices)
     out = []
     for seq in seqs:
         x = torch.tensor([ids + list(seq)])
@@ -63,10 +63,10 @@ def test_prefix_ambiguous_options_are_scored_with_end_of_turn(tiny_model_and_tok
     conv, _ = _conversations()
     end = scorer.end_of_answer_ids(conv[0])
     assert tok.convert_ids_to_tokens(end) == ["<|im_end|>"]
-    seqs = scorer._choice_sequences(conv[1], [str(i) for i in range(1, 11)])
+    seqs = scorer.choice_sequences(conv[1], [str(i) for i in range(1, 11)])
     assert all(s[-1] == end[0] for s in seqs) and len(seqs[-1]) == 3  # "1", "0", <|im_end|>
     # Single-digit-only items need no end token.
-    assert all(len(s) == 1 for s in scorer._choice_sequences(conv[0], ["1", "2", "3"]))
+    assert all(len(s) == 1 for s in scorer.choice_sequences(conv[0], ["1", "2", "3"]))
 
 
 def test_scores_form_a_distribution_and_differ_between_prompts(tiny_model_and_tokenizer):

@@ -16,7 +16,7 @@ shared first token, in one extra single-token step over the first step's cache.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +29,8 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-__all__ = ["OptionScorer", "SamplingParams", "parse_answer_code", "Conversation"]
+__all__ = ["OptionScorer", "SamplingParams", "parse_answer_code", "Conversation", "branching_nodes",
+           "constrained_choice_log_probs", "node_chains"]
 
 Conversation = list[dict[str, str]]
 """A chat: ``[{"role": "system"|"user"|"assistant", "content": str}, ...]``."""
@@ -81,13 +82,61 @@ def _cache_from(kv: list[tuple[torch.Tensor, torch.Tensor]], index: torch.Tensor
     return DynamicCache(ddp_cache_data=[(k.index_select(0, index), v.index_select(0, index)) for k, v in kv])
 
 
-def _branching_nodes(sequences: Sequence[tuple[int, ...]]) -> dict[tuple[int, ...], list[int]]:
-    """Token prefixes after which two or more legal choices continue differently, with those next tokens."""
+def branching_nodes(sequences: Sequence[tuple[int, ...]]) -> dict[tuple[int, ...], list[int]]:
+    """Token prefixes after which two or more legal choices continue differently, with those next tokens.
+
+    The root ``()`` is one whenever there are two choices or more; ``("1",)`` is one for ``"1<end>"`` vs ``"10"``.
+    """
     children: dict[tuple[int, ...], set[int]] = {}
     for seq in sequences:
         for j in range(len(seq)):
             children.setdefault(seq[:j], set()).add(seq[j])
     return {node: sorted(nxt) for node, nxt in children.items() if len(nxt) > 1}
+
+
+def node_chains(nodes: Iterable[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """The fewest token paths whose prefixes cover every branching node: the nodes that are not a prefix of another.
+
+    Feeding ``prompt + path`` gives the next-token distribution after every prefix of ``path`` in one row
+    (``[()]`` when the root is the only node)."""
+    nodes = sorted(set(nodes), key=len, reverse=True)
+    chains: list[tuple[int, ...]] = []
+    for node in nodes:
+        if not any(chain[: len(node)] == node for chain in chains):
+            chains.append(node)
+    return chains or [()]
+
+
+def constrained_choice_log_probs(node_log_probs: Mapping[tuple[int, ...], torch.Tensor],
+                                 sequences: Sequence[tuple[int, ...]],
+                                 branches: Mapping[tuple[int, ...], list[int]]) -> torch.Tensor:
+    """Log-probability of each legal choice under a decoder constrained to write exactly one of them.
+
+    The one implementation of the answer distribution, shared by :meth:`OptionScorer.score` (the evaluator) and
+    the answer-distribution trainer (differentiable: it is plain indexing and ``logsumexp``).
+
+    Args:
+        node_log_probs: For every branching node (a token prefix of the choices, see :func:`branching_nodes`), the
+            model's next-token log-probabilities there: a [V] tensor.
+        sequences: The choices' token sequences (prefix-free: complete answers).
+        branches: ``branching_nodes(sequences)``.
+
+    Returns:
+        A [len(sequences)] tensor of log-probabilities; ``exp`` sums to 1. At each branching node the next-token
+        probabilities are renormalised over the legal continuations; where only one continuation is legal it has
+        probability 1.
+    """
+    totals = []
+    for seq in sequences:
+        terms = []
+        for j in range(len(seq)):
+            legal = branches.get(seq[:j])
+            if legal is None:  # a single legal continuation
+                continue
+            logp = node_log_probs[seq[:j]]
+            terms.append(logp[seq[j]] - torch.logsumexp(logp[legal], dim=0))
+        totals.append(torch.stack(terms).sum() if terms else next(iter(node_log_probs.values())).new_zeros(()))
+    return torch.stack(totals)
 
 
 def _common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
@@ -161,7 +210,9 @@ class OptionScorer:
             self._end_ids = ids[:1]
         return self._end_ids
 
-    def _choice_sequences(self, conversation: Conversation, choices: Sequence[str]) -> list[tuple[int, ...]]:
+    def choice_sequences(self, conversation: Conversation, choices: Sequence[str]) -> list[tuple[int, ...]]:
+        """The token sequences of ``choices`` as complete answers after the generation prompt: each choice's tokens,
+        followed by the end-of-turn token when one choice's tokens are a prefix of another's (``"1"``, ``"10"``)."""
         seqs = [tuple(self._answer_tokens(conversation, c)) for c in choices]
         if len(set(seqs)) != len(seqs):
             raise ValueError(f"options {list(choices)} tokenize to identical token sequences")
@@ -272,8 +323,8 @@ class OptionScorer:
         if not conversations:
             return []
         encoded = [self.encode(c) for c in conversations]
-        sequences = [self._choice_sequences(c, ch) for c, ch in zip(conversations, choices)]
-        branches = [_branching_nodes(seqs) for seqs in sequences]
+        sequences = [self.choice_sequences(c, ch) for c, ch in zip(conversations, choices)]
+        branches = [branching_nodes(seqs) for seqs in sequences]
         prefix_len = _common_prefix_length(encoded)
         prefix_kv = self._prefix_cache(encoded[0][:prefix_len])
         results: list[np.ndarray | None] = [None] * len(encoded)
@@ -298,17 +349,9 @@ class OptionScorer:
                 for (b, path), logp in zip(deep, self._deeper_steps(_kv(cache), mask, lengths, prefix_len, deep)):
                     node_logp[(b, path)] = logp[-1]
             for b, i in enumerate(batch):
-                scores = []
-                for seq in sequences[i]:
-                    total = 0.0
-                    for j in range(len(seq)):
-                        legal = branches[i].get(seq[:j])
-                        if legal is None:  # a single legal continuation: probability 1 under the constraint
-                            continue
-                        logp = node_logp[(b, seq[:j])]
-                        total += (logp[seq[j]] - torch.logsumexp(logp[legal], dim=0)).item()
-                    scores.append(total)
-                results[i] = np.asarray(scores, dtype=np.float64)
+                nodes = {node: node_logp[(b, node)] for node in branches[i]}
+                scores = constrained_choice_log_probs(nodes, sequences[i], branches[i])
+                results[i] = scores.double().cpu().numpy()
             if progress is not None:
                 progress(len(batch))
         return results  # type: ignore[return-value]

@@ -36,8 +36,9 @@ __all__ = ["ALL_BASELINES", "DATA_SOURCES", "ExperimentConfig", "SplitConfig", "
 ALL_BASELINES: tuple[str, ...] = HUMAN_BASELINES + ("base", "culture_prompt", "calibrated_base")
 #: Where a trained condition's records come from.
 DATA_SOURCES: tuple[str, ...] = ("wvs_answers", "dataset", "culturellm", "culturespa")
-#: Trainers a trained condition can use (culture-adapter trainers, joint or specific).
-RECIPES: tuple[str, ...] = ("culturellm", "culturespa")
+#: Trainers a trained condition can use (culture-adapter trainers, joint or specific; ``answer_distribution`` trains
+#: on whole answer distributions with a forward-KL loss).
+RECIPES: tuple[str, ...] = ("culturellm", "culturespa", "answer_distribution")
 
 
 @dataclass
@@ -73,7 +74,9 @@ class TrainedCondition:
             checked against the test items) or ``{source: culturellm | culturespa, pipeline: {...}}`` (the
             recipe's data pipeline run by the experiment's model on the training cells, its config fields in
             ``pipeline``; written once under ``<run>/data/<name>/`` and shared by every seed and control).
-        recipe: Trainer: ``culturellm`` (default) or ``culturespa``.
+        recipe: Trainer: ``culturellm`` (default), ``culturespa`` (SFT on one answer per prompt) or
+            ``answer_distribution`` (forward KL on the whole distribution: the training cells' human distributions
+            with ``wvs_answers``, or a soft-label CultureSPA / CultureLLM corpus with those sources).
         mode: ``joint`` (one adapter, culture in the prompt) or ``specific`` (one adapter per culture).
         setting: Prompt setting the adapters are scored with (default ``culture-aware``).
         seeds: Training seeds (data order, LoRA init, sampling); at least 3 unless ``allow_short_training``.
@@ -172,6 +175,9 @@ class ExperimentConfig:
             if c.data.get("source") not in DATA_SOURCES:
                 raise bad(f"{where}.data.source", f"must be one of {', '.join(DATA_SOURCES)}, got "
                           f"{c.data.get('source')!r}")
+            if c.recipe == "answer_distribution" and c.data.get("label", "distribution") != "distribution":
+                raise bad(f"{where}.data.label", "does not apply to recipe answer_distribution (it trains on the whole "
+                          "distribution)")
             if c.data["source"] == "dataset" and not c.data.get("path"):
                 raise bad(f"{where}.data.path", "is required for source: dataset")
             if c.setting not in ("culture-aware", "culture-unaware"):

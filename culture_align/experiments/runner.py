@@ -222,10 +222,13 @@ class ExperimentRunner:
             self.timings[stage] = round(self.timings.get(stage, 0.0) + time.perf_counter() - t0, 1)
             return out
 
+        # The humans a no-model baseline may use: in a culture split the training cultures' only (the held-out
+        # cultures' humans are what is predicted); otherwise every loaded culture but the cell's own.
+        donor_cultures = split.train_cultures if split.culture_split else loaded_cultures
         for name in HUMAN_BASELINES:
             if name in self.config.baselines:
                 results[name] = ConditionResult(name, "baseline", timed("baselines", lambda n=name: human_baseline_scores(
-                    n, cells, self.wvs, split, loaded_cultures)))
+                    n, cells, self.wvs, split, donor_cultures)))
         for kind in ("random_answers", "middle_option"):
             results[kind] = ConditionResult(kind, "baseline", answer_scores(cells, kind),
                                             info={"only": ["accuracy", "alignment_score"]})

@@ -1,6 +1,7 @@
 """Trained conditions: their records (from the split's training cells only) and gated adapter training.
 
-Records are chat ``messages`` + ``culture`` (+ ``qid``), what the culture-adapter trainers take. The ``wvs_answers``
+Records are chat ``messages`` + ``culture`` (+ ``qid``), what the culture-adapter trainers take, or distribution rows
+(``prompt``, ``choices``, ``target``) for the answer-distribution trainer. The ``wvs_answers``
 source builds them from a :class:`~culture_align.experiments.splits.TrainingView`, so it cannot read a test cell;
 the ``dataset`` source reads a recipe corpus from disk and refuses rows made from test items (``qid``, ``seed_id`` or
 ``question_id``) or, in a culture split, of test cultures. The shuffled-label control gives each culture the labels of another
@@ -54,8 +55,8 @@ def _wvs_answer_rows(view: WVSData, data: dict[str, Any], seed: int, labels_from
 
 
 def _recipe_corpus(condition: TrainedCondition, wvs: WVSData, split: ExperimentSplit, model: str,
-                   dtype: str | None, folder: Path) -> datasets.Dataset:
-    """Run (or reuse) a recipe's data pipeline on the split's training cells; its ``train`` records.
+                   dtype: str | None, folder: Path) -> datasets.DatasetDict:
+    """Run (or reuse) a recipe's data pipeline on the split's training cells; its corpus (``train`` and the rest).
 
     The experiment's model writes and answers (as in the papers' self-generated settings); ``data.pipeline``
     overrides the pipeline config's fields. CultureLLM's seed items are the recipe's items that are training items;
@@ -63,7 +64,7 @@ def _recipe_corpus(condition: TrainedCondition, wvs: WVSData, split: ExperimentS
     """
     finished = folder / "dataset"
     if finished.is_dir():
-        return datasets.load_from_disk(str(finished))["train"]
+        return datasets.load_from_disk(str(finished))
     view = split.training_view(wvs)
     overrides = dict(condition.data.get("pipeline", {}))
     overrides.setdefault("cultures", list(split.train_cultures))
@@ -87,24 +88,32 @@ def _recipe_corpus(condition: TrainedCondition, wvs: WVSData, split: ExperimentS
         overrides.setdefault("dtype", dtype)
         corpus = CultureSPAPipeline(model, config=pipeline_config_from_dict(overrides), wvs=view,
                                     guard_questions=wvs.questions).run(folder)
-    return corpus["train"]
+    return corpus
 
 
 def _shuffle_corpus_labels(corpus: datasets.Dataset, mapping: dict[str, str]) -> datasets.Dataset:
-    """Each row of culture c gets the answer that culture ``mapping[c]`` has for the same prompt (same user turns);
-    rows whose prompt ``mapping[c]`` has no answer for are dropped."""
-    def key(messages: list[dict]) -> str:
-        return json.dumps([m["content"] for m in messages if m["role"] == "user"])
+    """Each row of culture c gets the label that culture ``mapping[c]`` has for the same prompt (same user turns):
+    the assistant answer of chat rows, the target of distribution rows. Rows whose prompt ``mapping[c]`` has no
+    label for are dropped."""
+    distribution = "target" in corpus.column_names
 
-    answers = {(key(m), get_culture(c).iso3): m[-1] for m, c in zip(corpus["messages"], corpus["culture"])}
+    def key(row: dict) -> str:
+        turns = row["prompt"] if distribution else row["messages"]
+        return json.dumps([m["content"] for m in turns if m["role"] == "user"])
+
+    def label(row: dict) -> Any:
+        return row["target"] if distribution else row["messages"][-1]
+
+    labels = {(key(row), get_culture(row["culture"]).iso3): label(row) for row in corpus}
     rows = []
     for row in corpus:
-        partner = answers.get((key(row["messages"]), mapping.get(get_culture(row["culture"]).iso3, "")))
+        partner = labels.get((key(row), mapping.get(get_culture(row["culture"]).iso3, "")))
         if partner is not None:
-            rows.append({**row, "messages": row["messages"][:-1] + [partner]})
+            rows.append({**row, **({"target": partner} if distribution else
+                                   {"messages": row["messages"][:-1] + [partner]})})
     if not rows:
         raise ValueError("the shuffled-label control found no prompt answered by two cultures")
-    return datasets.Dataset.from_list(rows)
+    return datasets.Dataset.from_list(rows, features=corpus.features)
 
 
 def _load_corpus(path: str) -> datasets.Dataset:
@@ -125,40 +134,57 @@ def build_condition_dataset(condition: TrainedCondition, wvs: WVSData, split: Ex
                             dtype: str | None = None, data_dir: Path | None = None) -> datasets.Dataset:
     """The training records of ``condition`` for one seed (``shuffled``: culture -> culture whose labels it gets).
 
-    ``model``, ``dtype`` and ``data_dir`` (where the recipe pipeline writes, reused when finished) serve the
-    ``culturellm`` and ``culturespa`` sources.
+    Chat records (``messages``) for the SFT recipes; distribution rows (``prompt``, ``choices``, ``target``, see
+    :mod:`culture_align.recipes.distribution`) for ``recipe: answer_distribution``: the training cells' human
+    distributions (``wvs_answers``), or a soft-label CultureSPA / CultureLLM corpus. ``model``, ``dtype`` and
+    ``data_dir`` (where a recipe pipeline writes, reused when finished) serve the ``culturellm`` and ``culturespa``
+    sources.
 
     Raises:
-        HeldOutError: a corpus row on a test item, or (culture split) of a test culture.
+        HeldOutError: a corpus row made from a test item, or (culture split) of a test culture.
     """
-    if condition.data["source"] == "wvs_answers":
-        rows = _wvs_answer_rows(split.training_view(wvs), condition.data, seed, shuffled or {})
-        if not rows:
+    from ..recipes.distribution import (
+        culturellm_distribution_rows,
+        culturespa_distribution_rows,
+        wvs_distribution_rows,
+    )
+
+    distribution = condition.recipe == "answer_distribution"
+    source = condition.data["source"]
+    if source == "wvs_answers":
+        view = split.training_view(wvs)
+        if distribution:
+            table = wvs_distribution_rows(view, setting=condition.data.get("setting", "culture-aware"),
+                                          labels_from=shuffled)
+        else:
+            table = datasets.Dataset.from_list(_wvs_answer_rows(view, condition.data, seed, shuffled or {}))
+        if not len(table):
             raise ValueError(f"condition {condition.name}: the split's training cells give no records")
-        return datasets.Dataset.from_list(rows)
-    if condition.data["source"] in ("culturellm", "culturespa"):
+        return table.shuffle(seed=seed)
+    if source in ("culturellm", "culturespa"):
         if model is None or data_dir is None:
             raise ValueError(f"condition {condition.name}: a recipe source needs the model and a data folder")
         corpus = _recipe_corpus(condition, wvs, split, model, dtype, data_dir)
-        where = str(data_dir)
+        soft = {"culturellm": culturellm_distribution_rows, "culturespa": culturespa_distribution_rows}[source]
+        table, where = (soft(corpus) if distribution else corpus["train"]), str(data_dir)
     else:
-        corpus = _load_corpus(condition.data["path"])
-        where = condition.data["path"]
-    missing = [c for c in ("messages", "culture") if c not in corpus.column_names]
+        table, where = _load_corpus(condition.data["path"]), condition.data["path"]
+    needed = ("prompt", "choices", "target", "culture") if distribution else ("messages", "culture")
+    missing = [c for c in needed if c not in table.column_names]
     if missing:
         raise ValueError(f"condition data {where}: missing column(s) {', '.join(missing)}")
-    item_columns = [c for c in ("qid", "seed_id", "question_id") if c in corpus.column_names]
+    item_columns = [c for c in ("qid", "seed_id", "question_id") if c in table.column_names]
     if item_columns and split.item_split:  # the WVS item a row was made from (CultureLLM: seed_id)
-        leaked = sorted({q for c in item_columns for q in corpus[c]} & set(split.test_items))
+        leaked = sorted({q for c in item_columns for q in table[c]} & set(split.test_items))
         if leaked:
             raise HeldOutError(f"condition data {where}: rows on test items {', '.join(leaked[:8])}")
     if split.culture_split:
-        leaked = sorted({get_culture(c).iso3 for c in corpus["culture"]} & set(split.test_cultures))
+        leaked = sorted({get_culture(c).iso3 for c in table["culture"]} & set(split.test_cultures))
         if leaked:
             raise HeldOutError(f"condition data {where}: rows of test cultures {', '.join(leaked)}")
     if shuffled:
-        corpus = _shuffle_corpus_labels(corpus, shuffled)
-    return corpus.shuffle(seed=seed)
+        table = _shuffle_corpus_labels(table, shuffled)
+    return table.shuffle(seed=seed)
 
 
 def _gated_trainer_class(trainer_class: type, warmup_ratio: float, decay: str) -> type:
@@ -179,10 +205,19 @@ def condition_training_config(condition: TrainedCondition, output_dir: Path, see
     """``(recipe config, trainer class, warm-up ratio, decay)`` of a trained condition: the recipe's config with the
     condition's ``training`` overrides (``warmup_ratio`` and ``lr_scheduler_type`` -- ``linear`` or ``constant`` --
     drive the gated schedule instead of the trainer's)."""
-    from ..trainers import CultureLLMConfig, CultureLLMTrainer, CultureSPAConfig, CultureSPATrainer
+    from ..trainers import (
+        AnswerDistributionConfig,
+        AnswerDistributionTrainer,
+        CultureLLMConfig,
+        CultureLLMTrainer,
+        CultureSPAConfig,
+        CultureSPATrainer,
+    )
 
     config_class, trainer_class = {"culturellm": (CultureLLMConfig, CultureLLMTrainer),
-                                   "culturespa": (CultureSPAConfig, CultureSPATrainer)}[condition.recipe]
+                                   "culturespa": (CultureSPAConfig, CultureSPATrainer),
+                                   "answer_distribution": (AnswerDistributionConfig, AnswerDistributionTrainer),
+                                   }[condition.recipe]
     overrides = dict(condition.training)
     warmup_ratio = float(overrides.pop("warmup_ratio", 0.0))
     decay = overrides.pop("lr_scheduler_type", "linear")

@@ -1,5 +1,6 @@
-"""`culture-align train culturespa` and `culture-align train culturellm` (also `examples/train_culturespa.py`,
-`examples/train_culturellm.py`): culture adapters, joint or one per culture, from a YAML config and flags.
+"""`culture-align train culturespa`, `culture-align train culturellm` and `culture-align train distribution` (also
+`examples/train_culturespa.py`, `examples/train_culturellm.py`, `examples/train_distribution.py`): culture adapters,
+joint or one per culture, from a YAML config and flags.
 
 Each reads the ``train:`` section of a YAML config: the fields of TRL's ``ModelConfig`` (model, LoRA: the recipe's
 reference values by default), of the recipe's config (:class:`~culture_align.trainers.CultureSPAConfig` or
@@ -7,6 +8,7 @@ reference values by default), of the recipe's config (:class:`~culture_align.tra
 ``cultures``) and ``dataset_path``. Command-line flags override the file::
 
     culture-align train culturespa --config examples/configs/culturespa.yaml --mode specific
+    culture-align train distribution --config examples/configs/distribution.yaml --split runs/x/split.json
     accelerate launch examples/train_culturellm.py --config examples/configs/culturellm.yaml --mode joint
 
 ``dataset_path`` is a recipe run's output folder (its ``dataset/`` is read), a dataset saved with
@@ -21,7 +23,8 @@ from dataclasses import dataclass, field
 
 from .config import load_config_section, load_training_dataset, parse_dataclasses
 
-__all__ = ["AdapterTrainScriptArguments", "train_culturellm_main", "train_culturespa_main"]
+__all__ = ["AdapterTrainScriptArguments", "DistributionTrainScriptArguments", "train_culturellm_main",
+           "train_culturespa_main", "train_distribution_main"]
 
 
 @dataclass
@@ -34,6 +37,58 @@ class AdapterTrainScriptArguments:
     dataset_split: str = field(default="train", metadata={"help": "Split to train on."})
     eval_fraction: float = field(default=0.0, metadata={
         "help": "Share of the records held out for evaluation (0 = none), stratified by culture."})
+
+
+@dataclass
+class DistributionTrainScriptArguments(AdapterTrainScriptArguments):
+    """What `train distribution` trains on: distribution rows from WVS data, from a recipe corpus, or as given."""
+
+    dataset_path: str | None = field(default=None, metadata={
+        "help": "Rows with `prompt`, `choices`, `target` (and `culture`), or, with `corpus_recipe`, a CultureSPA / "
+                "CultureLLM run folder whose corpus becomes soft-label rows."})
+    corpus_recipe: str | None = field(default=None, metadata={
+        "help": "`culturespa` (target: the culture-aware answer distribution) or `culturellm` (target: the seed's "
+                "human distribution): read `dataset_path` as that recipe's corpus.", "choices": ["culturespa",
+                                                                                               "culturellm"]})
+    wvs: str | None = field(default=None, metadata={
+        "help": "WVS data (any source `load_wvs` reads): train on its human distributions instead of `dataset_path`."})
+    split: str | None = field(default=None, metadata={
+        "help": "With `wvs`: an experiment's split.json; only its training cells are read."})
+    setting: str = field(default="culture-aware", metadata={
+        "help": "With `wvs`: the evaluator's prompt setting of the rows (culture-aware names the culture)."})
+
+
+def _distribution_rows(script_args: DistributionTrainScriptArguments):
+    import datasets
+
+    from ..recipes.distribution import (
+        culturellm_distribution_rows,
+        culturespa_distribution_rows,
+        wvs_distribution_rows,
+    )
+
+    if script_args.wvs:
+        if script_args.dataset_path:
+            raise ValueError("give either `wvs` (human distributions) or `dataset_path`, not both")
+        from ..wvs import load_wvs
+
+        wvs = load_wvs(script_args.wvs)
+        if script_args.split:
+            from ..experiments import ExperimentSplit
+
+            wvs = ExperimentSplit.load(script_args.split).training_view(wvs)
+        return wvs_distribution_rows(wvs, setting=script_args.setting)
+    if script_args.dataset_path is None:
+        raise ValueError("set `wvs` (WVS data) or `dataset_path` (rows, or a recipe run with `corpus_recipe`)")
+    if script_args.corpus_recipe:
+        from pathlib import Path
+
+        folder = Path(script_args.dataset_path)
+        folder = folder / "dataset" if (folder / "dataset" / "dataset_dict.json").is_file() else folder
+        corpus = datasets.load_from_disk(str(folder))
+        build = {"culturespa": culturespa_distribution_rows, "culturellm": culturellm_distribution_rows}
+        return build[script_args.corpus_recipe](corpus)
+    return load_training_dataset(script_args.dataset_path, script_args.dataset_split)
 
 
 def _split_by_culture(dataset, fraction: float, seed: int, column: str):
@@ -52,10 +107,19 @@ def _train_main(recipe: str, argv: Sequence[str] | None) -> int:
     from trl import ModelConfig, get_peft_config
 
     from ..models import resolve_model_path
-    from ..trainers import CultureLLMConfig, CultureLLMTrainer, CultureSPAConfig, CultureSPATrainer
+    from ..trainers import (
+        AnswerDistributionConfig,
+        AnswerDistributionTrainer,
+        CultureLLMConfig,
+        CultureLLMTrainer,
+        CultureSPAConfig,
+        CultureSPATrainer,
+    )
 
     config_class, trainer_class = {"culturespa": (CultureSPAConfig, CultureSPATrainer),
-                                   "culturellm": (CultureLLMConfig, CultureLLMTrainer)}[recipe]
+                                   "culturellm": (CultureLLMConfig, CultureLLMTrainer),
+                                   "distribution": (AnswerDistributionConfig, AnswerDistributionTrainer)}[recipe]
+    script_class = DistributionTrainScriptArguments if recipe == "distribution" else AdapterTrainScriptArguments
     argv = list(argv or [])
     config_path = None
     if "--config" in argv:
@@ -69,12 +133,15 @@ def _train_main(recipe: str, argv: Sequence[str] | None) -> int:
                 "lora_dropout": lora["lora_dropout"], "lora_target_modules": [lora["target_modules"]],
                 "output_dir": f"runs/{recipe}-adapters", **load_config_section(config_path, "train")}
     script_args, training_args, model_args = parse_dataclasses(
-        (AdapterTrainScriptArguments, config_class, ModelConfig), argv, defaults)
+        (script_class, config_class, ModelConfig), argv, defaults)
     if not model_args.use_peft:
         raise ValueError("culture adapters are LoRA adapters: `use_peft` cannot be false")
-    if script_args.dataset_path is None:
-        raise ValueError("set `dataset_path` (a recipe run folder or a saved dataset) in the config or as a flag")
-    dataset = load_training_dataset(script_args.dataset_path, script_args.dataset_split)
+    if recipe == "distribution":
+        dataset = _distribution_rows(script_args)
+    else:
+        if script_args.dataset_path is None:
+            raise ValueError("set `dataset_path` (a recipe run folder or a saved dataset) in the config or as a flag")
+        dataset = load_training_dataset(script_args.dataset_path, script_args.dataset_split)
     eval_dataset = None
     if script_args.eval_fraction > 0:
         dataset, eval_dataset = _split_by_culture(dataset, script_args.eval_fraction, training_args.seed,
@@ -95,6 +162,12 @@ def _train_main(recipe: str, argv: Sequence[str] | None) -> int:
 def train_culturespa_main(argv: Sequence[str] | None = None) -> int:
     """Train CultureSPA adapters (:class:`~culture_align.trainers.CultureSPATrainer`) from a config and flags."""
     return _train_main("culturespa", argv)
+
+
+def train_distribution_main(argv: Sequence[str] | None = None) -> int:
+    """Train answer-distribution adapters (:class:`~culture_align.trainers.AnswerDistributionTrainer`) from a config
+    and flags."""
+    return _train_main("distribution", argv)
 
 
 def train_culturellm_main(argv: Sequence[str] | None = None) -> int:

@@ -31,16 +31,21 @@ def _add_build_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", required=True,
                         help="the recipe run folder (<run>/dataset + stats.json), or for wvs any WVS source")
     parser.add_argument("--configs", type=_csv, help="configs to build, comma-separated (default: all)")
-    parser.add_argument("--questions", help="wvs only: a questions file for sources without their own")
+    parser.add_argument("--questions", help="wvs, answer_distributions: a questions file for sources without their "
+                        "own")
     parser.add_argument("--cultures", help="wvs only: ISO3 codes to keep, comma-separated")
+    parser.add_argument("--split", help="answer_distributions only: an experiment's split.json (training cells only)")
+    parser.add_argument("--setting", help="answer_distributions only: the prompt setting (default culture-aware)")
 
 
 def _build(args: argparse.Namespace, out: str | Path) -> Path:
     from ..builders import build_corpus
 
-    extra = {k: getattr(args, k) for k in ("questions", "cultures") if getattr(args, k)}
-    if extra and args.builder != "wvs":
-        raise ValueError(f"--{' --'.join(extra)} only apply to the wvs builder")
+    extra = {k: getattr(args, k) for k in ("questions", "cultures", "split", "setting") if getattr(args, k)}
+    allowed = {"wvs": {"questions", "cultures"}, "answer_distributions": {"questions", "split", "setting"}}
+    wrong = sorted(set(extra) - allowed.get(args.builder, set()))
+    if wrong:
+        raise ValueError(f"--{' --'.join(wrong)} do(es) not apply to the {args.builder} builder")
     return build_corpus(args.builder, args.source, out, configs=args.configs, **extra)
 
 

@@ -151,9 +151,11 @@ def _tokenize_chat_example(
 
 
 def _content_sha256(dataset: Dataset) -> str:
-    """Order-independent hash of the (input_ids, labels) rows: what an adapter was trained on."""
-    rows = sorted(hashlib.sha256(json.dumps([ids, labels]).encode()).hexdigest()
-                  for ids, labels in zip(dataset["input_ids"], dataset["labels"]))
+    """Order-independent hash of the tokenised rows (``input_ids`` with ``labels``, or with ``choice_ids`` and
+    ``target`` for answer-distribution rows): what an adapter was trained on."""
+    columns = [c for c in ("input_ids", "labels", "choice_ids", "target") if c in dataset.column_names]
+    rows = sorted(hashlib.sha256(json.dumps(list(values)).encode()).hexdigest()
+                  for values in zip(*(dataset[c] for c in columns)))
     return hashlib.sha256("".join(rows).encode()).hexdigest()
 
 
