@@ -227,7 +227,7 @@ def test_culture_derangement_moves_every_culture():
 
 # ------------------------------------------------------------------------------------------------- gates
 def test_training_gates():
-    assert optimizer_steps(100, 8, 2, 3.0) == 18  # ceil(100 / 8) = 13 batches -> 6 steps per epoch -> 18
+    assert optimizer_steps(100, 8, 2, 3.0) == 21  # ceil(100 / 8) = 13 batches -> 7 steps per epoch -> 21
     assert optimizer_steps(100, 8, max_steps=7) == 7
     with pytest.raises(TrainingGateError, match="allow_short_training"):
         check_training_length(49, "c")
@@ -386,15 +386,21 @@ def test_runner_trains_the_answer_distribution_recipe(tiny_model_dir, tmp_path):
         _config(tiny_model_dir, conditions=[{**condition, "data": {"source": "wvs_answers", "label": "mode"}}])
 
 
-def test_shuffled_labels_of_a_corpus_swap_answers_between_cultures():
+def test_shuffled_labels_of_a_corpus_keep_every_row_and_swap_the_culture_named():
+    from culture_align.cultures import get_culture
     from culture_align.experiments.training import _shuffle_corpus_labels
     from culture_align.recipes.distribution import wvs_distribution_rows
 
     wvs = synthetic_wvs()
-    rows = wvs_distribution_rows(wvs, setting="culture-unaware")  # same prompt for every culture
+    rows = wvs_distribution_rows(wvs)  # culture-aware: the system turn names the culture
     mapping = culture_derangement(list(CULTURES), 0)
     shuffled = _shuffle_corpus_labels(rows, mapping)
-    by_key = {(r["culture"], r["qid"]): r["target"] for r in rows}
-    for r in shuffled:
-        assert r["target"] == by_key[(mapping[r["culture"]], r["qid"])]
-    assert len(shuffled) == len(rows) - sum(1 for r in rows if (mapping[r["culture"]], r["qid"]) not in by_key)
+    assert len(shuffled) == len(rows) and shuffled["target"] == rows["target"]  # same data, same steps
+    for before, after in zip(rows, shuffled):
+        assert after["culture"] == mapping[before["culture"]]
+        system = after["prompt"][0]["content"]
+        assert get_culture(after["culture"]).adjective_phrase in system
+        assert get_culture(before["culture"]).adjective_phrase not in system
+        assert after["prompt"][1] == before["prompt"][1]
+    with pytest.raises(ValueError, match="does not name its culture"):
+        _shuffle_corpus_labels(wvs_distribution_rows(wvs, setting="culture-unaware"), mapping)

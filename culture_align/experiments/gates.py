@@ -39,7 +39,7 @@ def optimizer_steps(n_examples: int, per_device_batch_size: int, gradient_accumu
     if max_steps is not None and max_steps > 0:
         return int(max_steps)
     batches = math.ceil(n_examples / (per_device_batch_size * world_size))
-    per_epoch = max(batches // gradient_accumulation_steps, 1) if batches else 0
+    per_epoch = max(math.ceil(batches / gradient_accumulation_steps), 1) if batches else 0  # as transformers 5
     return int(math.ceil(per_epoch * num_train_epochs))
 
 

@@ -65,7 +65,7 @@ def build_results(runner: ExperimentRunner, split: ExperimentSplit, cells: CellT
 
     config = runner.config
     bootstrap = ClusterBootstrap(cells, unit=config.bootstrap_unit, n_resamples=config.bootstrap_resamples,
-                                 seed=config.bootstrap_seed)
+                                 seed=config.bootstrap_seed, resample_cultures=split.culture_split)
     conditions: dict[str, Any] = {}
     for name, row in results.items():
         summary = bootstrap.summarize(row.scores)
@@ -82,6 +82,14 @@ def build_results(runner: ExperimentRunner, split: ExperimentSplit, cells: CellT
     for name, row in [(n, r) for n, r in results.items() if r.culture_conditioned] + [
             ("humans", humans_as_condition(cells, runner.wvs))]:
         specificity[name] = Runner.culture_controls(cells, row, bootstrap)
+    for name, entry in list(specificity.items()):  # a trained condition against its shuffled-label control
+        control = specificity.get(f"{name}_shuffled_labels")
+        if control is not None:
+            diff = bootstrap.compare(entry["scores"], control["scores"])["kl_divergence"]
+            entry["minus_shuffled_labels"] = diff["difference"]
+            entry["minus_shuffled_labels_ci95"] = diff["ci95"]
+    for entry in specificity.values():
+        entry.pop("scores")
     reliability = {name: _reliability(cells, row.predictions[0]) for name, row in results.items()
                    if row.predictions and row.kind != "baseline"}
     return {
@@ -98,8 +106,9 @@ def build_results(runner: ExperimentRunner, split: ExperimentSplit, cells: CellT
                       "GlobalOpinionQA-style); accuracy = argmax Q equals the human mode",
             "mean": "over test cells (culture x item with human data); alignment_score: mean over cultures of the "
                     "per-culture score",
-            "ci": f"paired percentile bootstrap, {config.bootstrap_resamples} draws of {config.bootstrap_unit} "
-                  f"clusters (seed {config.bootstrap_seed}), seeds resampled too where there are several",
+            "ci": f"paired percentile bootstrap, {config.bootstrap_resamples} draws of {bootstrap.unit} clusters "
+                  f"(seed {config.bootstrap_seed})" + (", test cultures resampled too" if bootstrap.resample_cultures
+                                                         else "") + ", seeds resampled too where there are several",
             "n_test_cells": len(cells), "n_clusters": bootstrap.n_clusters,
             "min_optimizer_steps": config.min_steps, "allow_short_training": config.allow_short_training,
         },
@@ -165,9 +174,12 @@ def to_markdown(payload: dict[str, Any]) -> str:
     if payload["specificity"]:
         lines += ["", "## Culture specificity (mean over cells of [KL with the other cultures' condition - KL with "
                   "the own], nats, 95 % CI; the humans' own index gives the scale)", "",
-                  "| condition | specificity index |", "|---|---|"]
+                  "| condition | specificity index | minus its shuffled-label control |", "|---|---|---|"]
         for name, s in payload["specificity"].items():
-            lines.append(f"| {name} | {_ci({'x': s['specificity_index'], 'x_ci95': s['specificity_index_ci95']}, 'x')} |")
+            versus = (_ci({"x": s["minus_shuffled_labels"], "x_ci95": s["minus_shuffled_labels_ci95"]}, "x")
+                      if "minus_shuffled_labels" in s else "")
+            lines.append(f"| {name} | {_ci({'x': s['specificity_index'], 'x_ci95': s['specificity_index_ci95']}, 'x')}"
+                         f" | {versus} |")
     if payload["calibration"]:
         lines += ["", "## Calibration (fitted on training cells only)", "",
                   "| setting | T | alpha | train KL before | train KL after | training cells |", "|---|---|---|---|---|---|"]
@@ -181,6 +193,10 @@ def to_markdown(payload: dict[str, Any]) -> str:
         lines += ["", "Reused from an earlier invocation in this folder: "
                   + ", ".join(f"`{p}`" for p in payload["reused_from_earlier_run"])]
     return "\n".join(lines) + "\n"
+
+
+def _or_nan(value: float | None) -> float:
+    return np.nan if value is None else float(value)
 
 
 def _plots(folder: Path, payload: dict[str, Any]) -> list[str]:
@@ -199,13 +215,14 @@ def _plots(folder: Path, payload: dict[str, Any]) -> list[str]:
     x = np.arange(len(cultures))
     for k, name in enumerate(models):
         per = [conds[name]["per_culture"].get(c, {}) for c in cultures]
-        y = np.array([p.get("kl_divergence") or np.nan for p in per])
-        lo = np.array([(p.get("kl_divergence_ci95") or [None])[0] or np.nan for p in per])
-        hi = np.array([(p.get("kl_divergence_ci95") or [None, None])[1] or np.nan for p in per])
+        y = np.array([_or_nan(p.get("kl_divergence")) for p in per])
+        lo = np.array([_or_nan((p.get("kl_divergence_ci95") or [None, None])[0]) for p in per])
+        hi = np.array([_or_nan((p.get("kl_divergence_ci95") or [None, None])[1]) for p in per])
         off = (k - (len(models) - 1) / 2) * 0.8 / max(len(models), 1)
-        ax.errorbar(x + off, y, yerr=[y - lo, hi - y], fmt="o", ms=4, capsize=2, label=name)
+        ax.errorbar(x + off, y, yerr=[np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)], fmt="o", ms=4,
+                    capsize=2, label=name)
     for name, style, color in zip(lines_for, ("--", ":", "-.", (0, (1, 3))), ("0.2", "0.35", "0.5", "0.65")):
-        y = [conds[name]["per_culture"].get(c, {}).get("kl_divergence") or np.nan for c in cultures]
+        y = [_or_nan(conds[name]["per_culture"].get(c, {}).get("kl_divergence")) for c in cultures]
         ax.step(np.r_[x - 0.5, x[-1] + 0.5], np.r_[y, y[-1]], where="post", linestyle=style, color=color,
                 label=f"{name} (no model)")
     ax.set_xticks(x, cultures, rotation=60)
@@ -253,8 +270,9 @@ def write_report(output_dir: Path, payload: dict[str, Any], cells: CellTable, re
     """Write ``results.json``, ``report.md`` and ``plots/`` into ``output_dir``."""
     from .runner import save_json
 
+    save_json(output_dir / "results.json", payload)  # first: a plotting error must not lose the numbers
+    (output_dir / "report.md").write_text(to_markdown(payload))
     payload["plots"] = _plots(output_dir / "plots", payload)
     save_json(output_dir / "results.json", payload)
-    (output_dir / "report.md").write_text(to_markdown(payload))
 
 

@@ -37,7 +37,7 @@ from ..wvs.data import WVSData
 from .baselines import HUMAN_BASELINES, Calibration, fit_calibration, human_baseline_scores
 from .config import ExperimentConfig, TrainedCondition
 from .controls import culture_derangement, specificity_scores, swap_kl, swap_matrix
-from .gates import check_adapter_changed
+from .gates import TrainingGateError, check_adapter_changed
 from .splits import ExperimentSplit, make_split
 from .statistics import (
     MEAN_METRICS,
@@ -173,13 +173,23 @@ class ExperimentRunner:
         return model, tokenizer, adapters
 
     def _model_answers(self, name: str, seed: int, setting: str, cultures: list[str], items: list[str],
-                       adapters_dir: Path | None = None) -> Predictions:
-        """The model's distributions for ``cultures`` x ``items`` (cached as Parquet under ``predictions/``)."""
+                       adapters_dir: Path | None = None, adapter_fingerprint: str | None = None) -> Predictions:
+        """The model's distributions for ``cultures`` x ``items``, cached as Parquet under ``predictions/`` with a
+        sidecar fingerprint (model, dtype, setting, cells, adapter): a cache made for anything else is recomputed."""
         path = self.output_dir / "predictions" / name / f"seed{seed}.parquet"
+        sidecar = path.with_suffix(".json")
+        fingerprint = {"model": self.config.model, "dtype": self.config.dtype, "setting": setting,
+                       "cultures": sorted(cultures), "items": sorted(items), "adapter": adapter_fingerprint}
         if path.is_file():
-            self.reused.append(str(path.relative_to(self.output_dir)))
-            table = datasets.Dataset.from_parquet(str(path))
-            return {(c, q): np.asarray(p) for c, q, p in zip(table["culture"], table["qid"], table["model_probs"])}
+            saved = json.loads(sidecar.read_text()) if sidecar.is_file() else None
+            if saved is None:  # written before fingerprints existed: adopt it
+                sidecar.write_text(json.dumps(fingerprint, indent=1) + "\n")
+                saved = fingerprint
+            if saved == fingerprint:
+                self.reused.append(str(path.relative_to(self.output_dir)))
+                table = datasets.Dataset.from_parquet(str(path))
+                return {(c, q): np.asarray(p) for c, q, p in zip(table["culture"], table["qid"], table["model_probs"])}
+            logger.warning(f"{path} was made for other settings, cells or adapter: recomputing it")
         from ..evaluation import EvaluationConfig, WVSEvaluator
 
         if adapters_dir is None:
@@ -196,6 +206,7 @@ class ExperimentRunner:
         path.parent.mkdir(parents=True, exist_ok=True)
         table.to_parquet(str(path.with_suffix(".tmp")))
         path.with_suffix(".tmp").replace(path)
+        sidecar.write_text(json.dumps(fingerprint, indent=1) + "\n")
         if adapters_dir is not None:
             del model
             gc.collect()
@@ -208,6 +219,10 @@ class ExperimentRunner:
         if dry_run:
             return {"plan": self.plan()}
         split = self.split()
+        for condition in self.config.conditions:
+            if condition.mode == "specific" and split.culture_split:
+                raise ValueError(f"condition {condition.name}: specific adapters cannot answer for held-out cultures "
+                                 "(a culture split has no adapter for them); use mode: joint")
         split.save(self.output_dir / "split.json")
         cells = CellTable.from_cells(self.wvs, split.test_cells(self.wvs))
         if not len(cells):
@@ -291,11 +306,8 @@ class ExperimentRunner:
                        untrained: Predictions, cultures: list[str]) -> list[ConditionResult]:
         """Train and score every seed of ``condition`` (and its shuffled-label control)."""
         from ..models import resolve_model_path
-        from .training import train_condition
+        from .training import train_condition, training_fingerprint
 
-        if condition.mode == "specific" and split.culture_split:
-            raise ValueError(f"condition {condition.name}: specific adapters cannot answer for held-out cultures "
-                             "(a culture split has no adapter for them); use mode: joint")
         model_path = resolve_model_path(self.config.model)
         rows: dict[str, ConditionResult] = {}
         runs = self._condition_variants(condition)
@@ -303,14 +315,21 @@ class ExperimentRunner:
             mapping = culture_derangement(split.train_cultures, seed) if shuffled else None
             folder = self.output_dir / "adapters" / name / f"seed{seed}"
             dataset = self._condition_dataset(condition, split, seed, mapping)
+            fingerprint = training_fingerprint(condition, dataset, self.config.model, self.config.dtype, seed)
             record = train_condition(condition, dataset, model_path, folder, seed, dtype=self.config.dtype,
                                      min_steps=self.config.min_steps,
-                                     allow_short_training=self.config.allow_short_training)
+                                     allow_short_training=self.config.allow_short_training, fingerprint=fingerprint)
             test_cultures = list(dict.fromkeys(cells.cultures))
-            preds = self._model_answers(name, seed, condition.setting, test_cultures, split.test_items, folder)
+            preds = self._model_answers(name, seed, condition.setting, test_cultures, split.test_items, folder,
+                                        adapter_fingerprint=fingerprint)
             test_keys = list(zip(cells.cultures, cells.qids))
-            moved = check_adapter_changed([untrained.get(k) for k in test_keys], [preds.get(k) for k in test_keys],
-                                          f"condition {name} (seed {seed})")
+            try:
+                moved = check_adapter_changed([untrained.get(k) for k in test_keys],
+                                              [preds.get(k) for k in test_keys], f"condition {name} (seed {seed})")
+            except TrainingGateError:  # nothing of a failed run may be reused by the next one
+                (folder / "experiment_training.json").unlink(missing_ok=True)
+                (self.output_dir / "predictions" / name / f"seed{seed}.parquet").unlink(missing_ok=True)
+                raise
             row = rows.setdefault(name, ConditionResult(name, "trained", {}, seeds=[], predictions=[],
                                                         culture_conditioned=True,
                                                         info={"recipe": condition.recipe, "mode": condition.mode,
@@ -339,7 +358,7 @@ class ExperimentRunner:
         summary = bootstrap.summarize(scores)["mean"]
         return {"swap_matrix": swap_matrix(cells, kl, cultures),
                 "specificity_index": summary["kl_divergence"],
-                "specificity_index_ci95": summary["kl_divergence_ci95"]}
+                "specificity_index_ci95": summary["kl_divergence_ci95"], "scores": scores}
 
 
 def _expected_code(probs: np.ndarray | None, codes: tuple[int, ...]) -> int | None:

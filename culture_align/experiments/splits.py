@@ -107,8 +107,9 @@ class ExperimentSplit:
     def training_view(self, wvs: WVSData) -> TrainingView:
         """``wvs`` restricted to the training cells, for a recipe's data stage (see :class:`TrainingView`)."""
         base = wvs.select(self.train_items, self.train_cultures)
+        # No personas: a respondent's row holds their answers to every item, held-out ones included
         return TrainingView(questions=base.questions, distributions=base.distributions, counts=base.counts,
-                            personas=base.personas, source=base.source, split=self)
+                            personas=None, source=base.source, split=self)
 
     # ------------------------------------------------------------------------------------------ files
     def to_dict(self) -> dict[str, Any]:

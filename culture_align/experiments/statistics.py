@@ -13,6 +13,7 @@ alignment score from its sums); nothing here re-implements them.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -141,16 +142,22 @@ class ClusterBootstrap:
         n_resamples: Bootstrap draws B (default 2000).
         seed: Seed of the draws.
         confidence: Two-sided level of the percentile intervals (default 0.95).
+        resample_cultures: Also resample the test cultures (a culture split, where they are a sample too); each
+            cell's weight is its cluster's draw count times its culture's.
+        min_clusters: With ``unit="topic"`` and fewer topics than this among the cells (a held-out-topics split),
+            items are the clusters instead; :attr:`unit` says which was used.
     """
 
     def __init__(self, cells: CellTable, unit: str = "topic", n_resamples: int = 2000, seed: int = 0,
-                 confidence: float = 0.95) -> None:
+                 confidence: float = 0.95, resample_cultures: bool = False, min_clusters: int = 10) -> None:
         if unit not in ("topic", "item", "cell"):
             raise ValueError(f"bootstrap unit must be topic, item or cell, not {unit!r}")
         if n_resamples < 1:
             raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
         keys = {"topic": cells.topics, "item": cells.qids,
                 "cell": [f"{c}/{q}" for c, q in zip(cells.cultures, cells.qids)]}[unit]
+        if unit == "topic" and len(set(keys)) < min_clusters:  # held-out topics: too few clusters to resample
+            unit, keys = "item", cells.qids
         names = list(dict.fromkeys(keys))
         self.unit, self.n_resamples, self.seed, self.confidence = unit, n_resamples, seed, confidence
         self.n_clusters = len(names)
@@ -159,6 +166,11 @@ class ClusterBootstrap:
         counts = rng.multinomial(self.n_clusters, np.full(self.n_clusters, 1.0 / self.n_clusters), size=n_resamples)
         self.cell_weights = counts[:, self.cluster_of].astype(float)  # (B, N)
         self.cultures = cells.culture_names
+        self.resample_cultures = resample_cultures and len(self.cultures) > 1
+        if self.resample_cultures:  # a culture split: the test cultures are a sample too (two-way bootstrap)
+            of = np.asarray([self.cultures.index(c) for c in cells.cultures])
+            k = len(self.cultures)
+            self.cell_weights *= rng.multinomial(k, np.full(k, 1.0 / k), size=n_resamples)[:, of]
         culture_index = np.asarray([self.cultures.index(c) for c in cells.cultures])
         self.culture_onehot = np.eye(len(self.cultures))[culture_index]  # (N, C)
         self._seed_weights: dict[int, np.ndarray] = {}
@@ -196,7 +208,9 @@ class ClusterBootstrap:
             out[metric] = np.column_stack([overall, per])
         sq = self._seed_average(scores["squared_error"], seed_w)
         valid = ~np.isnan(sq)
-        mx = np.where(valid, np.nan_to_num(scores["max_squared_error"][0]), 0.0)
+        with warnings.catch_warnings():  # cells no seed has an answer for stay out of both sums
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mx = np.where(valid, np.nan_to_num(np.nanmax(scores["max_squared_error"], axis=0)), 0.0)
         num = (cell_w * np.where(valid, sq, 0.0)) @ onehot
         den = (cell_w * mx) @ onehot
         per = alignment_math().alignment_score_from_sums(num, den)

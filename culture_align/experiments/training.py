@@ -10,7 +10,9 @@ the ``dataset`` source reads a recipe corpus from disk and refuses rows made fro
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -92,28 +94,36 @@ def _recipe_corpus(condition: TrainedCondition, wvs: WVSData, split: ExperimentS
 
 
 def _shuffle_corpus_labels(corpus: datasets.Dataset, mapping: dict[str, str]) -> datasets.Dataset:
-    """Each row of culture c gets the label that culture ``mapping[c]`` has for the same prompt (same user turns):
-    the assistant answer of chat rows, the target of distribution rows. Rows whose prompt ``mapping[c]`` has no
-    label for are dropped."""
-    distribution = "target" in corpus.column_names
+    """The same rows, each naming another culture: a row of culture c keeps its label (assistant answer or target)
+    while its prompt (system and user turns) and its ``culture`` become ``mapping[c]``'s. Same rows, same steps.
 
-    def key(row: dict) -> str:
-        turns = row["prompt"] if distribution else row["messages"]
-        return json.dumps([m["content"] for m in turns if m["role"] == "user"])
+    Raises:
+        ValueError: naming the row, when its prompt does not name its culture (nothing to swap).
+    """
+    turns_column = "prompt" if "prompt" in corpus.column_names else "messages"
 
-    def label(row: dict) -> Any:
-        return row["target"] if distribution else row["messages"][-1]
+    def forms(iso3: str) -> list[str]:
+        c = get_culture(iso3)
+        return [c.adjective_phrase, c.name, c.adjective]
 
-    labels = {(key(row), get_culture(row["culture"]).iso3): label(row) for row in corpus}
-    rows = []
-    for row in corpus:
-        partner = labels.get((key(row), mapping.get(get_culture(row["culture"]).iso3, "")))
-        if partner is not None:
-            rows.append({**row, **({"target": partner} if distribution else
-                                   {"messages": row["messages"][:-1] + [partner]})})
-    if not rows:
-        raise ValueError("the shuffled-label control found no prompt answered by two cultures")
-    return datasets.Dataset.from_list(rows, features=corpus.features)
+    def swap(row: dict, index: int) -> dict:
+        source = get_culture(row["culture"]).iso3
+        target = mapping.get(source, source)
+        replace = dict(zip(forms(source), forms(target)))
+        pattern = re.compile("|".join(rf"\b{re.escape(f)}\b" for f in sorted(replace, key=len, reverse=True)))
+        turns, found = [], False
+        for turn in row[turns_column]:
+            if turn["role"] in ("system", "user"):
+                text, n = pattern.subn(lambda m: replace[m.group(0)], turn["content"])
+                found |= n > 0
+                turn = {**turn, "content": text}
+            turns.append(turn)
+        if not found:
+            raise ValueError(f"shuffled-label control: row {index} of culture {source} does not name its culture in "
+                             "its prompt, so there is nothing to swap (a culture-unaware corpus has no culture labels)")
+        return {turns_column: turns, "culture": target}
+
+    return corpus.map(swap, with_indices=True, desc="Swapping culture labels")
 
 
 def _load_corpus(path: str) -> datasets.Dataset:
@@ -174,6 +184,9 @@ def build_condition_dataset(condition: TrainedCondition, wvs: WVSData, split: Ex
     if missing:
         raise ValueError(f"condition data {where}: missing column(s) {', '.join(missing)}")
     item_columns = [c for c in ("qid", "seed_id", "question_id") if c in table.column_names]
+    if split.item_split and not item_columns:
+        raise HeldOutError(f"condition data {where}: no column says which item a row was made from (qid, seed_id or "
+                           "question_id), so an item split cannot check it for held-out items")
     if item_columns and split.item_split:  # the WVS item a row was made from (CultureLLM: seed_id)
         leaked = sorted({q for c in item_columns for q in table[c]} & set(split.test_items))
         if leaked:
@@ -205,19 +218,9 @@ def condition_training_config(condition: TrainedCondition, output_dir: Path, see
     """``(recipe config, trainer class, warm-up ratio, decay)`` of a trained condition: the recipe's config with the
     condition's ``training`` overrides (``warmup_ratio`` and ``lr_scheduler_type`` -- ``linear`` or ``constant`` --
     drive the gated schedule instead of the trainer's)."""
-    from ..trainers import (
-        AnswerDistributionConfig,
-        AnswerDistributionTrainer,
-        CultureLLMConfig,
-        CultureLLMTrainer,
-        CultureSPAConfig,
-        CultureSPATrainer,
-    )
+    from ..trainers import ADAPTER_TRAINERS
 
-    config_class, trainer_class = {"culturellm": (CultureLLMConfig, CultureLLMTrainer),
-                                   "culturespa": (CultureSPAConfig, CultureSPATrainer),
-                                   "answer_distribution": (AnswerDistributionConfig, AnswerDistributionTrainer),
-                                   }[condition.recipe]
+    config_class, trainer_class = ADAPTER_TRAINERS[condition.recipe]
     overrides = dict(condition.training)
     warmup_ratio = float(overrides.pop("warmup_ratio", 0.0))
     decay = overrides.pop("lr_scheduler_type", "linear")
@@ -240,15 +243,34 @@ def condition_optimizer_steps(condition: TrainedCondition, dataset: datasets.Dat
                                config.num_train_epochs, config.max_steps, world) for n in sizes)
 
 
+def training_fingerprint(condition: TrainedCondition, dataset: datasets.Dataset, model: str, dtype: str | None,
+                         seed: int) -> str:
+    """What an adapter depends on: the condition's recipe, mode, settings, the model, dtype, seed and the records."""
+    from ..trainers.culture_adapters import _content_sha256
+
+    spec = {"recipe": condition.recipe, "mode": condition.mode, "training": condition.training,
+            "lora": condition.lora, "model": model, "dtype": dtype, "seed": seed,
+            "records": hashlib.sha256(json.dumps(dataset.to_list(), sort_keys=True, default=str).encode()).hexdigest()
+            if "input_ids" not in dataset.column_names else _content_sha256(dataset)}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def train_condition(condition: TrainedCondition, dataset: datasets.Dataset, model_path: str, output_dir: Path,
-                    seed: int, *, dtype: str | None, min_steps: int, allow_short_training: bool) -> dict[str, Any]:
+                    seed: int, *, dtype: str | None, min_steps: int, allow_short_training: bool,
+                    fingerprint: str | None = None) -> dict[str, Any]:
     """Train ``condition``'s adapter(s) for one seed into ``output_dir`` (after the length gate); returns a record
-    of what ran (steps, short, seconds). A finished folder (``experiment_training.json``) is reused."""
+    of what ran (steps, short, seconds, ``fingerprint``). A finished folder (``experiment_training.json``) with the
+    same ``fingerprint`` is reused; one with another fingerprint (other settings, model or records) is refused."""
     from peft import LoraConfig
 
     done = output_dir / "experiment_training.json"
     if done.is_file():
-        return {**json.loads(done.read_text()), "reused": True}
+        record = json.loads(done.read_text())
+        if fingerprint is not None and record.get("fingerprint", fingerprint) != fingerprint:
+            raise ValueError(f"{output_dir} holds an adapter trained with other settings, model or records than "
+                             f"condition {condition.name} (seed {seed}) has now: delete that folder to retrain it, or "
+                             "use another output folder")
+        return {**record, "fingerprint": fingerprint, "reused": True}
     config, trainer_class, warmup_ratio, decay = condition_training_config(condition, output_dir, seed, dtype)
     steps = condition_optimizer_steps(condition, dataset, config)
     short = check_training_length(steps, f"condition {condition.name} (seed {seed})", min_steps, allow_short_training)
@@ -261,6 +283,7 @@ def train_condition(condition: TrainedCondition, dataset: datasets.Dataset, mode
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     record = {"optimizer_steps": steps, "short": short, "examples": len(dataset), "seconds": round(
         time.perf_counter() - start, 1), "first_loss": losses[0] if losses else None,
-        "last_loss": losses[-1] if losses else None, "warmup_ratio": warmup_ratio, "lr_schedule": decay}
+        "last_loss": losses[-1] if losses else None, "warmup_ratio": warmup_ratio, "lr_schedule": decay,
+        "fingerprint": fingerprint}
     done.write_text(json.dumps(record, indent=1) + "\n")
     return record

@@ -107,18 +107,9 @@ def _train_main(recipe: str, argv: Sequence[str] | None) -> int:
     from trl import ModelConfig, get_peft_config
 
     from ..models import resolve_model_path
-    from ..trainers import (
-        AnswerDistributionConfig,
-        AnswerDistributionTrainer,
-        CultureLLMConfig,
-        CultureLLMTrainer,
-        CultureSPAConfig,
-        CultureSPATrainer,
-    )
+    from ..trainers import ADAPTER_TRAINERS
 
-    config_class, trainer_class = {"culturespa": (CultureSPAConfig, CultureSPATrainer),
-                                   "culturellm": (CultureLLMConfig, CultureLLMTrainer),
-                                   "distribution": (AnswerDistributionConfig, AnswerDistributionTrainer)}[recipe]
+    config_class, trainer_class = ADAPTER_TRAINERS["answer_distribution" if recipe == "distribution" else recipe]
     script_class = DistributionTrainScriptArguments if recipe == "distribution" else AdapterTrainScriptArguments
     argv = list(argv or [])
     config_path = None

@@ -6,7 +6,16 @@ from .culture_adapters import CultureAdapterConfig, CultureAdapterTrainer
 from .culturellm import CultureLLMConfig, CultureLLMTrainer
 from .culturespa import CultureSPAConfig, CultureSPATrainer
 
+#: The culture-adapter trainers by recipe name: ``(Config class, Trainer class)``. One table for the CLI and the
+#: experiment runner.
+ADAPTER_TRAINERS: dict[str, tuple[type, type]] = {
+    "culturespa": (CultureSPAConfig, CultureSPATrainer),
+    "culturellm": (CultureLLMConfig, CultureLLMTrainer),
+    "answer_distribution": (AnswerDistributionConfig, AnswerDistributionTrainer),
+}
+
 __all__ = [
+    "ADAPTER_TRAINERS",
     "AnswerDistributionConfig",
     "AnswerDistributionTrainer",
     "CLCAConfig",

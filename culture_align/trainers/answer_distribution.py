@@ -241,7 +241,7 @@ class AnswerDistributionTrainer(CultureAdapterTrainer):
         kls, entropies = [], []
         for lq, p in zip(log_q, inputs["target"]):
             p = p.to(lq.device)
-            kls.append(torch.sum(torch.xlogy(p, p) - p * lq))
+            kls.append(torch.sum(torch.xlogy(p, p) - torch.where(p > 0, p * lq, torch.zeros_like(lq))))
             entropies.append(-(lq.exp() * lq).sum().detach())
         kl = torch.stack(kls)
         denominator = len(kls) if num_items_in_batch is None else num_items_in_batch
