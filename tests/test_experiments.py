@@ -404,3 +404,16 @@ def test_shuffled_labels_of_a_corpus_keep_every_row_and_swap_the_culture_named()
         assert after["prompt"][1] == before["prompt"][1]
     with pytest.raises(ValueError, match="does not name its culture"):
         _shuffle_corpus_labels(wvs_distribution_rows(wvs, setting="culture-unaware"), mapping)
+
+
+def test_distribution_demo_prints_before_after_and_controls(tiny_model_dir, tmp_path, capsys):
+    from culture_align.demo import run_distribution_demo
+
+    result = run_distribution_demo(tmp_path / "demo", synthetic_wvs(), model_name=str(tiny_model_dir),
+                                   cultures=["USA", "CHN", "DEU"], max_steps=3)
+    printed = capsys.readouterr().out
+    for label in ("culture-aware prompt (before)", "answer_distribution (after)", "culture labels shuffled",
+                  "uniform distribution", "position prior"):
+        assert label in printed
+    assert (tmp_path / "demo" / "report.md").is_file()
+    assert result["results"]["conditions"]["answer_distribution"]["info"]["short"]
