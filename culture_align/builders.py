@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -357,6 +358,7 @@ def build_corpus(
     *,
     configs: Sequence[str] | None = None,
     max_shard_size: str | int | None = "500MB",
+    overwrite: bool = False,
     **config_kwargs: Any,
 ) -> Path:
     """Build every config of a corpus from ``source`` into ``output_dir`` in Hub layout: Parquet files and a
@@ -365,14 +367,22 @@ def build_corpus(
     Args:
         builder: A name in :data:`BUILDER_NAMES` or a :class:`CorpusBuilder` subclass.
         source: The run folder (or WVS source) the builder reads.
-        output_dir: Folder to write (created; the config folders it builds and ``README.md`` are replaced).
+        output_dir: Folder to write (created when missing). It must be empty or an earlier build (only a
+            ``README.md`` card tagged ``culture-align`` and ``<config>/<split>-NNNNN-of-NNNNN.parquet``
+            files): the Parquet files of the configs built are then replaced, and ``README.md``.
         configs: Configs to build (default: all of the builder's).
         max_shard_size: Largest Parquet file before a split is sharded.
+        overwrite: Also write into a non-empty folder that is not an earlier build: ``README.md`` and the
+            built Parquet files are written over files of the same name; no other file is removed.
         **config_kwargs: More fields of the builder's config (e.g. ``questions=`` for ``wvs``).
 
     Returns:
         ``output_dir`` as a ``Path``. A split with no rows is left out (``datasets`` cannot load an empty
         Parquet split) and named in the card; a config with no rows at all is left out entirely.
+
+    Raises:
+        ValueError: ``output_dir`` is a file, or a non-empty folder that is not an earlier build and
+            ``overwrite`` is false (checked before anything is built).
     """
     from .hub import corpus_card  # the card is rendered with the other Hub cards
 
@@ -383,6 +393,7 @@ def build_corpus(
     if unknown:
         raise ValueError(f"{cls.__name__} has no config {unknown}; configs: {', '.join(known)}")
     out = Path(output_dir)
+    earlier_build = _check_output_folder(out, names, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     built: dict[str, BuiltConfig] = {}
     provenance = ""
@@ -393,14 +404,75 @@ def build_corpus(
             prepared = Path(tmp) / name
             instance.download_and_prepare(output_dir=str(prepared), file_format="parquet",
                                           max_shard_size=max_shard_size, download_mode="force_redownload")
-            if (out / name).is_dir():
-                shutil.rmtree(out / name)
+            if earlier_build:  # only Parquet files of ours there: drop them, so that no stale shard stays
+                for stale in _built_files(out / name):
+                    stale.unlink()
             built[name] = _move_parquet(instance, prepared, out, name)
             provenance = provenance or instance.card_provenance()
     card = corpus_card(cls, built, provenance=provenance)
     card.save(out / "README.md")
     logger.info(f"built {cls.__name__} ({', '.join(names)}) from {source} into {out}")
     return out
+
+
+_BUILT_PARQUET = re.compile(r"[\w.-]+-\d{5}-of-\d{5}\.parquet")
+"""The name of a Parquet file :func:`build_corpus` writes: ``<split>-NNNNN-of-NNNNN.parquet``."""
+
+
+def _built_files(folder: Path) -> list[Path]:
+    """The Parquet files of an earlier build in a config folder (none when it is missing)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and _BUILT_PARQUET.fullmatch(p.name))
+
+
+def _is_earlier_build(out: Path) -> bool:
+    """Whether the non-empty folder ``out`` holds only what :func:`build_corpus` writes: a ``README.md`` whose
+    card is tagged ``culture-align``, and config folders of ``<split>-NNNNN-of-NNNNN.parquet`` files."""
+    from huggingface_hub import DatasetCard
+
+    from .hub import LIBRARY_TAG
+
+    readme = out / "README.md"
+    for entry in out.iterdir():
+        if entry == readme:
+            continue
+        if not entry.is_dir() or entry.is_symlink():
+            return False
+        if any(not (p.is_file() and _BUILT_PARQUET.fullmatch(p.name)) for p in entry.iterdir()):
+            return False
+    if not readme.is_file():
+        return False
+    try:
+        tags = DatasetCard.load(readme).data.tags or []
+    except Exception:  # any card that does not parse is not one of ours
+        return False
+    return LIBRARY_TAG in tags
+
+
+def _check_output_folder(out: Path, configs: Sequence[str], overwrite: bool) -> bool:
+    """Check the output folder before building; returns whether it holds an earlier build (see
+    :func:`build_corpus`). A non-empty folder of anything else is refused unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: the output folder is a file")
+    if not out.is_dir() or not any(out.iterdir()):
+        return False
+    if _is_earlier_build(out):
+        return True
+    in_the_way = [str(out / name) for name in configs if (out / name).exists() and not (out / name).is_dir()]
+    if (out / "README.md").is_dir():
+        in_the_way.append(str(out / "README.md"))
+    if in_the_way:
+        raise ValueError(f"{out}: {', '.join(in_the_way)} would have to be replaced by the build's config "
+                         "folders and card; choose another output folder")
+    if not overwrite:
+        shown = sorted(p.name for p in out.iterdir())
+        more = ", ..." if len(shown) > 5 else ""
+        raise ValueError(f"{out}: the output folder is not empty ({', '.join(shown[:5])}{more}) and is not "
+                         "an earlier build of culture-align; choose a new or empty folder, or pass "
+                         "--overwrite (overwrite=True) to write README.md and the Parquet files into it (no "
+                         "other file is removed)")
+    return False
 
 
 def _move_parquet(builder: CorpusBuilder, prepared: Path, out: Path, config: str) -> BuiltConfig:

@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     merge = sub.add_parser("merge-shards", help="join the run folders of a sharded `generate` (all N shards) into "
                            "one dataset: no row lost, none repeated")
     merge.add_argument("folders", nargs="+", help="one run folder per shard (with shard.json and dataset/)")
-    merge.add_argument("--out", required=True, help="output folder: dataset/, stats.json, cache.jsonl")
+    merge.add_argument("--out", required=True, help="output folder: dataset/, stats.json, cache.jsonl "
+                       "(not one of the shard folders; their parent is fine)")
 
     push = sub.add_parser("push", help="publish on the Hub; see `culture-align push dataset|adapter|metric --help`",
                           add_help=False)
@@ -160,28 +161,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_eval_args(args: argparse.Namespace) -> None:
+    """Refuse, before any data or model is loaded, flags that leave nothing to score."""
+    for flag, value in (("--cultures", args.cultures), ("--setting", args.setting), ("--items", args.items)):
+        if value is not None and not value:
+            raise ValueError(f"{flag} lists nothing (got an empty or comma-only value): a run that scores "
+                             "nothing is an error")
+    if args.samples < 1:
+        raise ValueError(f"--samples must be >= 1 (answers per prompt in sampling mode), got {args.samples}")
+    if args.adapter and args.adapters_dir:
+        raise ValueError("use either --adapter or --adapters-dir")
+
+
 def _run_eval(args: argparse.Namespace) -> int:
-    from .evaluation import EvaluationConfig, SamplingParams, WVSEvaluator
+    from .evaluation import EvaluationConfig, SamplingParams, WVSEvaluator, scored_items
     from .models import load_culture_adapters, load_model_and_tokenizer
 
+    _check_eval_args(args)
     wvs = _load_data(args)
     if wvs is None:
         raise SystemExit("eval needs human data: --wvs, --distributions or --wvs-csv")
-    model, tokenizer = load_model_and_tokenizer(args.model, adapter=args.adapter, dtype=args.dtype)
-    adapters = None
-    if args.adapters_dir:
-        if args.adapter:
-            raise ValueError("use either --adapter or --adapters-dir")
-        model, adapters = load_culture_adapters(model, args.adapters_dir, cultures=args.cultures)
-        if args.cultures is None and "*" not in adapters:  # default: the cultures that have an adapter
-            args.cultures = sorted(c for c in adapters if c in wvs.cultures)
     config = EvaluationConfig(
         settings=args.setting, mode=args.mode, items=args.items, exclude_items=args.exclude_items,
-        adapters=adapters,
         batch_size=args.batch_size, num_personas=args.num_personas, seed=args.seed,
         sampling=SamplingParams(num_samples=args.samples, temperature=args.temperature, top_p=args.top_p,
                                 max_new_tokens=args.max_new_tokens, seed=args.seed),
     )
+    if not args.adapters_dir or args.cultures is not None:  # otherwise the cultures come from the adapters
+        scored_items(wvs, args.cultures, config)  # nothing to score: an error before the model is loaded
+    model, tokenizer = load_model_and_tokenizer(args.model, adapter=args.adapter, dtype=args.dtype)
+    if args.adapters_dir:
+        model, config.adapters = load_culture_adapters(model, args.adapters_dir, cultures=args.cultures)
+        if args.cultures is None and "*" not in config.adapters:  # default: the cultures that have an adapter
+            args.cultures = sorted(c for c in config.adapters if c in wvs.cultures)
+            if not args.cultures:
+                raise ValueError(f"no culture has both an adapter in {args.adapters_dir} and human data in "
+                                 f"{wvs.source}")
     name = args.model + (f" + {args.adapter or args.adapters_dir}" if args.adapter or args.adapters_dir else "")
     report = WVSEvaluator(model, tokenizer, wvs, cultures=args.cultures, config=config,
                           model_name=name).evaluate(args.out, plot_item=args.plot_item)

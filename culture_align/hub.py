@@ -260,6 +260,25 @@ def _check_dataset_card(card: DatasetCard, published: Mapping[str, Any]) -> None
             raise ValueError(f"the dataset card lacks `{key}`")
 
 
+def _card_data_files(folder: Path, card: DatasetCard) -> dict[str, Path]:
+    """``{path in repo: local file}`` of the data files the card's ``configs`` list (glob patterns expanded; a
+    config without ``data_files``: its folder's Parquet files). No other file of the folder is uploaded."""
+    files: dict[str, Path] = {}
+    for entry in card.data.get("configs") or []:
+        patterns = [p for d in entry.get("data_files") or [] for p in
+                    ([d["path"]] if isinstance(d.get("path"), str) else d.get("path") or [])]
+        for pattern in patterns or [f"{entry['config_name']}/*.parquet"]:
+            if any(c in pattern for c in "*?["):
+                matches = sorted(p for p in folder.glob(pattern) if p.is_file())
+            elif (folder / pattern).is_file():
+                matches = [folder / pattern]
+            else:
+                raise FileNotFoundError(f"{folder}: the card lists {pattern}, which is not there; build the "
+                                        "corpus again")
+            files.update({p.relative_to(folder).as_posix(): p for p in matches})
+    return files
+
+
 def push_dataset(
     folder: str | os.PathLike,
     repo_id: str,
@@ -270,8 +289,9 @@ def push_dataset(
     revision: str | None = None,
     api: HfApi | None = None,
 ) -> Any:
-    """Upload a corpus built by :func:`culture_align.builders.build_corpus` (``README.md`` + Parquet files) to a
-    dataset repo, in one commit; Parquet files of an earlier push that this build no longer has are deleted.
+    """Upload a corpus built by :func:`culture_align.builders.build_corpus` (``README.md`` + the Parquet files
+    its card lists, nothing else of the folder) to a dataset repo, in one commit; Parquet files of an earlier
+    push that this build no longer has are deleted.
 
     Args:
         folder: The built folder.
@@ -291,10 +311,7 @@ def push_dataset(
         raise FileNotFoundError(f"{folder}: no README.md; build it first (culture-align build-dataset)")
     card = DatasetCard.load(readme)
     configs = [c["config_name"] for c in (card.data.get("configs") or [])]
-    files = {"README.md": readme}
-    for config in configs:
-        for path in sorted((folder / config).glob("*.parquet")):
-            files[f"{config}/{path.name}"] = path
+    files = {"README.md": readme, **_card_data_files(folder, card)}
     if len(files) == 1:
         raise ValueError(f"{folder}: the card lists no config with Parquet files")
     api = _api(api, token)

@@ -73,6 +73,71 @@ def test_truncated_last_line_is_ignored_and_next_append_starts_a_new_line(tmp_pa
     assert len(reloaded) == 2 and reloaded.get("c") == "C"
 
 
+_TORN_ROWS = [{"key": "k1", "model": "m", "text": "家庭很重要 — ✓"},
+              {"key": "k2", "model": "m", "text": "Ça va 🙂 ok"},
+              {"key": "k3", "model": "m", "text": "尊重长辈"}]
+
+
+def test_a_line_cut_at_any_byte_is_skipped_and_counted_never_fatal(tmp_path):
+    """A kill or a full disk may cut the file at any byte, inside a multi-byte UTF-8 character too: every
+    complete line before the cut is kept, the torn one is skipped and counted, and the next append starts a
+    fresh line that reads back."""
+    lines = [json.dumps(row, ensure_ascii=False).encode("utf-8") for row in _TORN_ROWS]
+    data = b"".join(line + b"\n" for line in lines)
+    ends = [sum(len(x) + 1 for x in lines[:i]) + len(lines[i]) for i in range(len(lines))]  # objects' ends
+    path = tmp_path / "cache.jsonl"
+    assert sum(0x80 <= b < 0xC0 for b in data) > 10  # many cuts fall inside a character
+    for n in range(len(data) + 1):
+        path.write_bytes(data[:n])
+        cache = CompletionCache(path)
+        complete = sum(end <= n for end in ends)
+        starts_of_partial = [end - len(line) for end, line in zip(ends, lines) if end > n]
+        torn = bool(starts_of_partial) and starts_of_partial[0] < n
+        assert len(cache) == complete, n
+        assert cache.skipped == int(torn), n
+        kept = _TORN_ROWS[:complete]
+        assert [cache.get(row["key"]) for row in kept] == [row["text"] for row in kept], n
+        cache.put_many([("new", "m", "新的 ✓")])
+        again = CompletionCache(path)
+        assert again.get("new") == "新的 ✓" and len(again) == complete + 1 and again.skipped == int(torn), n
+
+
+def test_lines_that_are_not_completions_are_skipped_and_counted(tmp_path):
+    path = tmp_path / "cache.jsonl"
+    bad = [{"key": "a", "model": "m", "text": 5}, {"key": "b", "model": "m", "text": None}, {"key": "c"},
+           {"key": 7, "model": "m", "text": "x"}, {"key": "d", "model": "m", "text": ["x"]},
+           [1, 2], "text", 3]
+    good = {"key": "e", "model": "m", "text": "fine"}
+    path.write_bytes(b"".join(json.dumps(row).encode() + b"\n" for row in [*bad, good])
+                     + b"\xff\xfe not utf-8\n" + b'{"key": "f", "text": "\xe5\xae\xb6"}\n')
+    cache = CompletionCache(path)
+    assert len(cache) == 2 and cache.get("e") == "fine" and cache.get("f") == "家"
+    assert cache.skipped == len(bad) + 1
+    assert all(cache.get(k) is None for k in "abcd")
+
+
+def test_a_text_utf8_cannot_encode_is_stored_escaped(tmp_path):
+    path = tmp_path / "cache.jsonl"
+    CompletionCache(path).put_many([("a", "m", "lone \ud800 surrogate"), ("b", "m", "家")])
+    again = CompletionCache(path)
+    assert again.get("a") == "lone \ud800 surrogate" and again.get("b") == "家" and again.skipped == 0
+
+
+def test_answer_cache_survives_a_torn_line(tmp_path):
+    from culture_align.recipes.culturespa.answering import AnswerCache
+
+    path = tmp_path / "answers_cache.jsonl"
+    cache = AnswerCache(path)
+    cache.put_many([("k1", "m", [-0.5, -1.0]), ("k2", "m", ["答案 3", "4"])])
+    data = path.read_bytes()
+    line = json.dumps({"key": "k3", "model": "m", "text": json.dumps(["答"], ensure_ascii=False)},
+                      ensure_ascii=False).encode("utf-8")
+    path.write_bytes(data + line[:line.index("答".encode()) + 2])  # killed inside 答
+    again = AnswerCache(path)
+    assert again.get("k1") == [-0.5, -1.0] and again.get("k2") == ["答案 3", "4"] and again.get("k3") is None
+    assert again.store.skipped == 1
+
+
 def test_no_duplicate_lines(tmp_path):
     path = tmp_path / "cache.jsonl"
     inner = CountingBackend()

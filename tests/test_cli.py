@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 
@@ -57,6 +58,40 @@ def test_eval_errors_are_reported_not_raised(tmp_path, tiny_model_dir, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "dists.json" in err and "USA/Q1" in err
+
+
+def test_eval_that_would_score_nothing_exits_2_before_loading_the_model(tmp_path, tiny_wvs, capsys,
+                                                                         monkeypatch):
+    import culture_align.models
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(culture_align.models, "load_model_and_tokenizer", no_model)
+    _write_data(tmp_path, tiny_wvs)
+    (tmp_path / "goqa.json").write_text(json.dumps([
+        {"question": "A Pew question", "options": "['A', 'B']", "selections": "{'Germany': [0.5, 0.5]}",
+         "source": "GAS"}]))
+    data = ["--distributions", str(tmp_path / "dists.json"), "--questions", str(tmp_path / "questions.json")]
+    cases = [
+        ([*data, "--cultures", ","], "--cultures lists nothing"),
+        ([*data, "--cultures", " , "], "--cultures lists nothing"),
+        ([*data, "--setting", ","], "--setting lists nothing"),
+        ([*data, "--items", ","], "--items lists nothing"),
+        ([*data, "--samples", "0"], "--samples must be >= 1"),
+        ([*data, "--mode", "sampling", "--samples", "0"], "--samples must be >= 1"),
+        ([*data, "--max-new-tokens", "0"], "sampling: max_new_tokens must be an integer >= 1"),
+        ([*data, "--exclude-items", ",".join(tiny_wvs.questions)], "no item to score"),
+        ([*data, "--cultures", "CHN", "--items", "Q182"], "nothing to score: none of the 1 item"),
+        (["--wvs", str(tmp_path / "goqa.json")], "goqa.json: no GlobalOpinionQA data .* no row has the"),
+    ]
+    for flags, message in cases:
+        code = main(["eval", "--model", "no-such-model", *flags, "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert code == 2, flags
+        assert err.startswith("culture-align eval: error: ") and err.count("\n") == 1, (flags, err)
+        assert re.search(message, err), (flags, err)
+    assert not (tmp_path / "out").exists()
 
 
 def test_parser_defaults():

@@ -175,6 +175,17 @@ def test_wvs_personas_need_respondent_rows(tmp_path):
         build_corpus("wvs", folder, tmp_path / "hub2", configs=["personas"])
 
 
+def test_wvs_build_refuses_shares_whose_sum_overflows(tmp_path):
+    folder = tmp_path / "wvsdir"
+    folder.mkdir()
+    (folder / "wvs_questions.json").write_text(json.dumps(QUESTIONS))
+    huge = {"USA": {"Q1": {"1": 1e308, "2": 1e308}}}
+    (folder / "proportions_group_by_country.json").write_text(json.dumps(huge))
+    with pytest.raises(ValueError, match=r"country\.json: USA/Q1: the proportions sum to inf"):
+        build_corpus("wvs", folder, tmp_path / "hub", configs=["distributions"])
+    assert not any((tmp_path / "hub").rglob("*.parquet"))
+
+
 def test_clca_builder_round_trip_card_and_keys(tmp_path):
     run = tmp_path / "run"
     corpus = write_clca_run(run)
@@ -226,6 +237,53 @@ def test_builder_errors_name_the_problem(tmp_path):
         build_corpus("clca_dialogues", tmp_path / "bad2", tmp_path / "hub", configs=["dialogues"])
     with pytest.raises(ValueError, match="has no config"):
         build_corpus("clca_dialogues", run, tmp_path / "hub", configs=["nope"])
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_folder_of_user_files_is_refused_unless_overwrite_and_never_emptied(tmp_path):
+    run = tmp_path / "run"
+    corpus = write_clca_run(run)
+    out = tmp_path / "mine"
+    (out / "train").mkdir(parents=True)
+    (out / "README.md").write_text("# my notes\n")
+    (out / "notes.txt").write_text("keep me")
+    (out / "train" / "draft.txt").write_text("keep me too")
+    before = _files(out)
+    refused = r"mine: the output folder is not empty \(README.md, notes.txt, train\) and is not an earlier"
+    with pytest.raises(ValueError, match=refused + ".* --overwrite"):
+        build_corpus("clca_dialogues", run, out)
+    assert _files(out) == before  # nothing removed or written
+    build_corpus("clca_dialogues", run, out, overwrite=True)
+    after = _files(out)
+    assert after["notes.txt"] == b"keep me" and after["train/draft.txt"] == b"keep me too"
+    assert "train/train-00000-of-00001.parquet" in after
+    assert "culture-align" in DatasetCard.load(out / "README.md").data.tags
+    assert len(datasets.load_dataset(str(out), "train", split="train")) == len(corpus["train"])
+    # the folder now holds user files beside a build: still refused without --overwrite
+    with pytest.raises(ValueError, match="not an earlier build"):
+        build_corpus("clca_dialogues", run, out)
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ValueError, match="a-file: the output folder is a file"):
+        build_corpus("clca_dialogues", run, tmp_path / "a-file", overwrite=True)
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "train").write_text("a file where a config folder goes")
+    with pytest.raises(ValueError, match="would have to be replaced"):
+        build_corpus("clca_dialogues", run, taken, overwrite=True)
+
+
+def test_an_earlier_build_is_rebuilt_in_place_without_stale_files(tmp_path):
+    run = tmp_path / "run"
+    corpus = write_clca_run(run)
+    out = build_corpus("clca_dialogues", run, tmp_path / "hub")
+    stale = out / "train" / "train-00001-of-00002.parquet"  # a shard of an earlier, larger build
+    shutil.copy(out / "train" / "train-00000-of-00001.parquet", stale)
+    build_corpus("clca_dialogues", run, out, configs=["train", "dialogues"])
+    assert not stale.exists() and (out / "train" / "train-00000-of-00001.parquet").is_file()
+    assert len(datasets.load_dataset(str(out), "train", split="train")) == len(corpus["train"])
 
 
 def test_undocumented_field_is_refused(tmp_path):

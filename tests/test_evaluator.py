@@ -114,6 +114,43 @@ def test_unknown_culture_and_culture_without_data(tiny_model_and_tokenizer, tiny
         _evaluator(model, tok, tiny_wvs, cultures=["JPN"]).evaluate()
 
 
+def test_a_run_that_would_score_nothing_is_refused_before_any_model_call(tiny_model_and_tokenizer, tiny_wvs,
+                                                                        monkeypatch):
+    from culture_align.evaluation import SamplingParams, scored_items
+
+    model, tok = tiny_model_and_tokenizer
+
+    def no_model_call(*args, **kwargs):
+        raise AssertionError("the model was called")
+
+    monkeypatch.setattr(OptionScorer, "score", no_model_call)
+    monkeypatch.setattr(OptionScorer, "sample", no_model_call)
+    cases = [(dict(cultures=[]), "no culture to evaluate: the culture list is empty"),
+             (dict(cultures=","), "no culture to evaluate"),
+             (dict(items=[]), "no item to score: the item list is empty"),
+             (dict(exclude_items=list(tiny_wvs.questions)), "no item to score: all 6 item"),
+             (dict(cultures=["CHN"], items=["Q182"]), "nothing to score: none of the 1 item.* CHN in tests:")]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            _evaluator(model, tok, tiny_wvs, **kwargs).evaluate()
+        config = EvaluationConfig(**{k: v for k, v in kwargs.items() if k != "cultures"})
+        with pytest.raises(ValueError, match=message):  # the same check, with no model at all
+            scored_items(tiny_wvs, kwargs.get("cultures"), config)
+    empty = tiny_wvs.select(qids=[], cultures=[])
+    with pytest.raises(ValueError, match="no culture to evaluate: tests:tiny_wvs has no distribution"):
+        scored_items(empty, None, EvaluationConfig())
+    for settings in ([], ()):
+        with pytest.raises(ValueError, match="no prompt setting"):
+            _evaluator(model, tok, tiny_wvs, settings=settings)
+    for bad in (dict(num_samples=0), dict(num_samples=-3), dict(max_new_tokens=0), dict(temperature=0.0),
+                dict(top_p=0.0), dict(top_p=float("nan"))):
+        with pytest.raises(ValueError, match=f"sampling: {next(iter(bad))} must be"):
+            SamplingParams(**bad)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        _evaluator(model, tok, tiny_wvs, batch_size=0)
+    assert scored_items(tiny_wvs, ["CHN"], EvaluationConfig(items=["Q1", "Q182"])) == ["Q1", "Q182"]
+
+
 def test_reference_rows(tiny_model_and_tokenizer, tiny_wvs):
     model, tok = tiny_model_and_tokenizer
     report = _evaluator(model, tok, tiny_wvs, settings=["culture-unaware"]).evaluate()

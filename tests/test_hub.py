@@ -229,6 +229,44 @@ def test_push_dataset_uploads_card_and_parquet_and_drops_stale_files(tmp_path):
         "culture-align")]
 
 
+def test_push_dataset_uploads_only_the_files_its_card_lists(tmp_path):
+    run = tmp_path / "run"
+    write_clca_run(run)
+    folder = tmp_path / "hub"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("a user's file")
+    build_corpus("clca_dialogues", run, folder, configs=["train"], overwrite=True)
+    (folder / "train" / "train-00000-of-00002.parquet").write_bytes(b"a stray file, not this build's")
+    api = mock_api()
+    hub.push_dataset(folder, "me/clca", api=api)
+    assert committed(api)[0][2] == ["README.md", "train/train-00000-of-00001.parquet"]
+
+
+def test_cli_build_and_push_refuse_a_folder_of_user_files_unless_overwrite(tmp_path, capsys):
+    run = tmp_path / "run"
+    write_clca_run(run)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "README.md").write_text("# my own readme\n")
+    (out / "data.csv").write_text("a,b\n")
+    capsys.readouterr()
+    args = ["build-dataset", "clca_dialogues", "--source", str(run), "--out", str(out), "--configs", "train"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("culture-align build-dataset: error: ") and err.count("\n") == 1
+    assert "mine: the output folder is not empty" in err and "--overwrite" in err
+    assert (out / "README.md").read_text() == "# my own readme\n" and not (out / "train").exists()
+    api = mock_api()
+    with mock.patch.object(hub, "HfApi", return_value=api):
+        push = ["push", "dataset", "clca_dialogues", "--source", str(run), "me/clca", "--local-dir", str(out)]
+        assert cli.main(push) == 2
+        assert "not an earlier build" in capsys.readouterr().err
+        api.create_commit.assert_not_called()
+        assert cli.main([*push, "--overwrite"]) == 0
+    assert (out / "data.csv").read_text() == "a,b\n" and (out / "train").is_dir()
+    assert cli.main([*args, "--overwrite"]) == 0 and (out / "data.csv").is_file()
+
+
 def test_push_metric_as_an_evaluate_space():
     folder = alignment_metric_path()
     space = SpaceCard.load(folder / "README.md").data

@@ -6,6 +6,7 @@ import ast
 import doctest
 import math
 import re
+from fractions import Fraction
 
 import evaluate
 import numpy as np
@@ -169,6 +170,23 @@ def test_rows_are_renormalised(dist_metric):
     assert raw["kl_per_item"] == pytest.approx(norm["kl_per_item"], rel=1e-12)
 
 
+def test_rows_whose_sum_overflows_are_scored_as_their_distribution(dist_metric, wm):
+    """Entries near 1e308 overflow a row's sum: the row must still be its distribution, never all zeros (KL 0
+    next to the largest JS distance)."""
+    huge = 1.7976931348623157e308
+    for q, p in (([huge, huge], [1.0, 2.0]), ([1e308, 1e308, 0.0], [0.0, 0.5, 0.5]),
+                 ([huge, huge / 3, huge], [huge / 2, huge, huge / 4])):
+        exact = [[float(Fraction(x) / sum(map(Fraction, row))) for x in row] for row in (q, p)]
+        expected = wm.distribution_scores([exact[0]], [exact[1]])
+        for out in (wm.distribution_scores([q], [p]), dist_metric.compute(predictions=[q], references=[p])):
+            assert out["kl_divergence"] == pytest.approx(expected["kl_divergence"], rel=1e-12)
+            assert out["js_distance"] == pytest.approx(expected["js_distance"], rel=1e-12)
+            assert out["kl_divergence"] > 0
+    assert wm.distribution_scores([[huge, huge]], [[huge, huge]])["kl_divergence"] == 0.0  # equal rows
+    with pytest.raises(ValueError, match="row 0: prediction must be a sequence of numbers"):
+        wm.distribution_scores([[10 ** 400, 1]], [[0.5, 0.5]])
+
+
 def test_numpy_inputs(dist_metric):
     out = dist_metric.compute(predictions=np.array([[0.4, 0.6]]), references=np.array([[0.9, 0.1]]))
     assert out["num_items"] == 1
@@ -305,6 +323,19 @@ _positive_row = st.integers(2, 8).flatmap(lambda k: _rows(k, st.floats(0.1, 1.0)
 def _norm(row):
     a = np.asarray(row, dtype=np.float64)
     return a / a.sum()
+
+
+@PROPERTY
+@given(_pair, st.sampled_from([1.7976931348623157e308, 1e308, 1e-300, 5e-320]))
+def test_prop_rows_of_huge_or_tiny_numbers_score_as_their_distribution(wm, pair, scale):
+    """Rows scaled so that their sum overflows (or their entries are subnormal) score like the rows."""
+    q, p = ([x * scale for x in row] for row in pair)
+    assume(sum(q) > 0 and sum(p) > 0)  # not every entry underflowed to 0
+    exact = [[float(Fraction(x) / sum(map(Fraction, row))) for x in row] for row in (q, p)]
+    expected = wm.distribution_scores([exact[0]], [exact[1]])
+    out = wm.distribution_scores([q], [p])
+    for key in ("kl_divergence", "js_distance", "similarity"):
+        assert math.isfinite(out[key]) and out[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key
 
 
 @PROPERTY

@@ -14,6 +14,7 @@ import yaml
 from datasets import Dataset, DatasetDict, load_from_disk
 from test_clca_pipeline import SEEDS, FakeBackend, RaisingBackend, as_lists, pipeline_config
 
+from culture_align.backends import CompletionCache
 from culture_align.cli import main as cli_main
 from culture_align.recipes.clca import CLCAPipeline
 from culture_align.recipes.sharding import (
@@ -184,6 +185,36 @@ def test_merge_refuses_shards_that_do_not_make_one_complete_run(runs, tmp_path):
     shutil.copytree(folders[2], copies[2], dirs_exist_ok=True)
     with pytest.raises(ValueError, match="is in shards 0 and 1"):
         merge_shards(copies)
+
+
+def test_merge_reads_torn_shard_caches_and_keeps_every_complete_line(runs, tmp_path):
+    """A shard killed mid-write leaves a cache line cut inside a multi-byte character: merging skips it and
+    keeps every complete completion, non-ASCII ones included."""
+    folders = copy_shards(runs, tmp_path)
+    cache = folders[0] / ShardManifest.load(folders[0]).cache_file
+    extra = json.dumps({"key": "extra", "model": "m", "text": "家庭 ✓"}, ensure_ascii=False).encode("utf-8")
+    torn = json.dumps({"key": "torn", "model": "m", "text": "尊重"}, ensure_ascii=False).encode("utf-8")
+    with open(cache, "ab") as f:
+        f.write(extra + b"\n" + torn[:torn.index("重".encode()) + 1])
+    out = tmp_path / "merged"
+    assert by_id(merge_shards(folders, output_dir=out)) == by_id(runs["reference"])
+    merged = CompletionCache(out / "cache.jsonl")
+    assert merged.get("extra") == "家庭 ✓" and "torn" not in merged and merged.skipped == 0
+    caches = [folder / ShardManifest.load(folder).cache_file for folder in runs["folders"]]
+    shard_keys = {json.loads(line)["key"] for c in caches for line in c.read_text("utf-8").splitlines()}
+    assert len(merged) == len(shard_keys | {"extra"}) and all(k in merged for k in shard_keys)
+
+
+def test_merge_refuses_an_output_folder_that_is_one_of_the_shards(runs, tmp_path, capsys):
+    folders = copy_shards(runs, tmp_path)
+    before = {p: p.read_bytes() for p in folders[1].rglob("*") if p.is_file()}
+    for out in (folders[1], tmp_path / "." / folders[1].name):
+        with pytest.raises(ValueError, match="is the shard folder .* choose another folder"):
+            merge_shards(folders, output_dir=out)
+    assert cli_main(["merge-shards", *map(str, folders), "--out", str(folders[1])]) == 2
+    assert "is the shard folder" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in folders[1].rglob("*") if p.is_file()} == before  # nothing touched
+    merge_shards(folders, output_dir=tmp_path)  # their parent is fine
 
 
 def test_a_run_folder_holds_one_shard(runs):

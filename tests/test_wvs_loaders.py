@@ -9,12 +9,16 @@ import csv
 import hashlib
 import json
 import logging
+import tempfile
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from culture_align.wvs import (
     TOPICS,
@@ -32,6 +36,7 @@ from culture_align.wvs import (
     wvs_codes_for,
 )
 
+PROPERTY = settings(max_examples=150, deadline=None, derandomize=True)
 FOUR = ["Very important", "Rather important", "Not very important", "Not at all important"]
 MEMBER = ["Not a member", "Inactive member", "Active member"]
 
@@ -189,6 +194,51 @@ def test_load_distributions_errors_name_file_and_key(tmp_path, catalog, content,
         assert key in message
 
 
+@pytest.mark.parametrize("cell", ['{"1": 1e308, "2": 1e308}', '{"1": 1.7e308, "2": 1e-300, "3": 1.7e308}',
+                                  '{"1": 1' + "0" * 400 + ', "2": 1}'])
+def test_proportions_that_overflow_their_sum_are_refused_naming_file_and_key(tmp_path, catalog, cell):
+    path = tmp_path / "huge.json"
+    path.write_text('{"USA": {"Q46": {"1": 0.5, "2": 0.5}}, "CHN": {"Q1": ' + cell + "}}")
+    with pytest.raises(ValueError, match=r"huge\.json: CHN/Q1") as err:
+        load_distributions(path, catalog)
+    assert "overflow" in str(err.value) or "finite number" in str(err.value)
+
+
+_share = st.one_of(st.floats(min_value=0, max_value=1.7976931348623157e308, allow_nan=False),
+                   st.sampled_from([0.0, 5e-324, 1e-310, 1e-300, 1.0, 1e300, 1e308, 1.7976931348623157e308]))
+
+
+@PROPERTY
+@given(st.lists(_share, min_size=4, max_size=4))
+def test_prop_a_distribution_cell_is_refused_naming_its_key_or_exactly_normalised(shares):
+    """Any non-negative finite shares, huge or tiny: a clear error naming the file and key, or the exact
+    distribution (never all zeros or NaN)."""
+    catalog = {"Q1": SurveyQuestion("Q1", "How important is family?", tuple(FOUR), (1, 2, 3, 4))}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "prop.json"
+        path.write_text(json.dumps({"USA": {"Q1": {str(c): s for c, s in zip((1, 2, 3, 4), shares)}}}))
+        exact = [Fraction(s) for s in shares]
+        try:
+            data = load_distributions(path, catalog)
+        except ValueError as err:
+            assert "prop.json: USA/Q1" in str(err)
+            assert sum(exact) == 0 or sum(exact) > Fraction(1e308)  # refused only when all 0 or overflowing
+            return
+    probs = data.distribution("USA", "Q1")
+    assert np.all(np.isfinite(probs)) and abs(probs.sum() - 1) < 1e-9
+    np.testing.assert_allclose(probs, [float(x / sum(exact)) for x in exact], rtol=1e-9, atol=1e-300)
+
+
+def test_wvs_data_validate_names_the_cell():
+    question = SurveyQuestion("Q1", "How important is family?", tuple(FOUR), (1, 2, 3, 4))
+    for row in ([0.0, 0.0, 0.0, 0.0], [np.nan, 0.5, 0.5, 0.0], [0.5, 0.5], [2.0, -1.0, 0.0, 0.0]):
+        with pytest.raises(ValueError, match="somewhere.json: USA/Q1"):
+            WVSData({"Q1": question}, {"USA": {"Q1": np.array(row)}}, source="somewhere.json").validate()
+    with pytest.raises(ValueError, match="somewhere.json: USA/Q1: the count"):
+        WVSData({"Q1": question}, {"USA": {"Q1": np.full(4, 0.25)}}, counts={"USA": {"Q1": float("inf")}},
+                source="somewhere.json").validate()
+
+
 # ------------------------------------------------------------------------------------------ WVS-7 CSV
 
 HEADER = ["B_COUNTRY_ALPHA", "W_WEIGHT", "Q1", "Q94", "Q223", "Q260", "Q262", "Q263", "Q270", "Q273", "Q275",
@@ -315,6 +365,16 @@ def test_wvs_csv_bad_weight_and_missing_columns(tmp_path, catalog):
         load_wvs_csv(_csv(tmp_path / "noitems.csv"), {"Q46": catalog["Q46"]})
 
 
+def test_wvs_csv_weights_that_overflow_the_sum_are_refused(tmp_path, catalog):
+    rows = [list(r) for r in ROWS]
+    for row in rows:
+        if row[0] == "DEU":
+            row[1] = "1.5e308"
+    message = r"huge_weights\.csv: DEU/Q1: the answers weighted by column W_WEIGHT sum to inf"
+    with pytest.raises(ValueError, match=message):
+        load_wvs_csv(_csv(tmp_path / "huge_weights.csv", rows=rows), catalog)
+
+
 def test_wvs_csv_defaults_to_bundled_catalog(tmp_path):
     data = load_wvs_csv(_csv(tmp_path / "wvs.csv"))
     assert list(data.questions) == ["Q1", "Q94"]
@@ -407,6 +467,45 @@ def test_goqa_errors_name_file_and_row(tmp_path, monkeypatch, field, value, matc
         load_global_opinions(path)
     assert "bad_goqa.json" in str(err.value) and "row 1" in str(err.value)
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("shares", [[1e308, 1e308, 0.0], [1.7e308, 1.7e308, 1.7e308], [10 ** 400, 1, 1]])
+def test_goqa_shares_that_overflow_are_refused_naming_row_item_and_country(tmp_path, shares):
+    where = f"row 1 ({_qid('Is family important to you?')}): selections['Nigeria']"
+    for path, selections in ((tmp_path / "huge_goqa.json", {"Nigeria": shares}),  # a JSON object
+                             (tmp_path / "huge_goqa.csv", repr({"Nigeria": shares}))):  # a Python literal
+        rows = _goqa_rows()
+        rows[0]["selections"] = selections
+        if path.suffix == ".csv":
+            with open(path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        else:
+            _write(path, rows)
+        with pytest.raises(ValueError) as err:
+            load_global_opinions(path)
+        assert f"{path.name}: {where}" in str(err.value)
+
+
+def test_a_source_with_nothing_to_load_is_an_error(tmp_path, catalog):
+    """A file that yields no distribution at all is refused (a run on it would score nothing)."""
+    rows = [r for r in _goqa_rows() if r["source"] != "WVS"]
+    with pytest.raises(ValueError, match=r"only_pew\.json: no GlobalOpinionQA data .*no row has the source"):
+        load_global_opinions(_write(tmp_path / "only_pew.json", rows))
+    rows = _goqa_rows()[:1]
+    rows[0]["selections"] = "{'Narnia': [0.3, 0.3, 0.4], 'Nigeria': [0, 0, 0]}"
+    with pytest.raises(ValueError, match=r"unusable\.json: .*none of its 1 WVS row"):
+        load_global_opinions(_write(tmp_path / "unusable.json", rows))
+    with pytest.raises(ValueError, match=r"only_pew\.json: no GlobalOpinionQA data"):
+        load_wvs(tmp_path / "only_pew.json")
+    for name, content in (("empty.json", {}), ("empty_cells.json", {"USA": {"Q1": {}}, "DEU": {}}),
+                          ("other_items.json", {"USA": {"Q999": {"1": 1.0}}})):
+        with pytest.raises(ValueError, match=f"{name}: no distribution to load"):
+            load_distributions(_write(tmp_path / name, content), catalog)
+    unanswered = [r[:2] + ["-1", "-2"] + r[4:] for r in ROWS]
+    with pytest.raises(ValueError, match=r"unanswered\.csv: no valid answer .* Q1, Q94"):
+        load_wvs_csv(_csv(tmp_path / "unanswered.csv", rows=unanswered), catalog)
 
 
 def test_goqa_missing_column(tmp_path):

@@ -2,9 +2,10 @@
 
 Each completion is one line ``{"key", "model", "text"}`` appended with a single ``write`` on a file opened
 in append mode, then flushed and fsynced after every backend call. A process killed mid-write leaves at
-most one truncated last line, which is ignored (and overwritten by nothing: the file is only appended to).
-Re-running a stage asks the cache first, so finished completions are never generated again and never
-stored twice.
+most one truncated last line, cut at any byte (inside a multi-byte character too); it is skipped and counted
+when the file is read (:func:`read_completions`, through :func:`culture_align.jsonl.iter_append_only_jsonl`),
+and the next append starts on a fresh line (the file is only appended to). Re-running a stage asks the cache
+first, so finished completions are never generated again and never stored twice.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from transformers.utils import logging
 
+from ..jsonl import iter_append_only_jsonl
 from .base import (
     Conversation,
     GenerationBackend,
@@ -30,7 +32,37 @@ from .base import (
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["CompletionCache", "CachedBackend"]
+__all__ = ["CompletionCache", "CachedBackend", "read_completions"]
+
+
+def read_completions(path: str | os.PathLike) -> tuple[list[tuple[str, str, str]], int]:
+    """The completions of a cache file as ``(key, model_id, text)`` rows, and the number of lines skipped.
+
+    A line is a completion when it is a JSON object whose ``key`` and ``text`` are strings (``model`` is kept
+    when it is a string, else ``""``). Torn lines (a kill or a full disk cut the last line at any byte, inside
+    a multi-byte UTF-8 character too), damaged lines and lines of any other shape are skipped and counted,
+    never fatal. A missing file has no completions.
+    """
+    rows: list[tuple[str, str, str]] = []
+    skipped = 0
+    if not Path(path).is_file():
+        return rows, skipped
+    for row in iter_append_only_jsonl(path):
+        if row is None or not isinstance(row.get("key"), str) or not isinstance(row.get("text"), str):
+            skipped += 1
+            continue
+        model = row.get("model")
+        rows.append((row["key"], model if isinstance(model, str) else "", row["text"]))
+    return rows, skipped
+
+
+def _line(key: str, model_id: str, text: str) -> bytes:
+    """One cache line as UTF-8 bytes; a text UTF-8 cannot encode (a lone surrogate) is written escaped."""
+    row = {"key": key, "model": model_id, "text": text}
+    try:
+        return (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(row) + "\n").encode("ascii")
 
 
 class CompletionCache:
@@ -47,20 +79,18 @@ class CompletionCache:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.skipped = 0
+        """Lines of the file that were not completions when it was read (torn by a kill, or damaged)."""
         if self.path.exists():
             self._load()
 
     def _load(self) -> None:
-        skipped = 0
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                    self._entries[row["key"]] = row["text"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    skipped += 1  # a line cut short by a kill
-        if skipped:
-            logger.warning(f"{self.path}: ignored {skipped} incomplete cache line(s) from an interrupted run")
+        rows, self.skipped = read_completions(self.path)
+        for key, _, text in rows:
+            self._entries[key] = text
+        if self.skipped:
+            logger.warning(f"{self.path}: ignored {self.skipped} incomplete or damaged cache line(s) "
+                           "(from an interrupted run)")
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -81,12 +111,11 @@ class CompletionCache:
                     fresh.append((k, m, t))
             if not fresh:
                 return
-            payload = "".join(json.dumps({"key": k, "model": m, "text": t}, ensure_ascii=False) + "\n"
-                              for k, m, t in fresh)
+            payload = b"".join(_line(k, m, t) for k, m, t in fresh)
             # A file that ended in a partial line (killed run): start on a fresh line.
             needs_newline = self.path.exists() and self.path.stat().st_size > 0 and not self._ends_with_newline()
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(("\n" if needs_newline else "") + payload)
+            with open(self.path, "ab") as f:
+                f.write((b"\n" if needs_newline else b"") + payload)
                 f.flush()
                 os.fsync(f.fileno())
             for k, _, t in fresh:

@@ -9,6 +9,7 @@ once: in the culture-unaware setting every culture shares the same model answers
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,7 +33,7 @@ from .scoring import OptionScorer, SamplingParams, parse_answer_code
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["WVSEvaluator", "EvaluationConfig"]
+__all__ = ["WVSEvaluator", "EvaluationConfig", "scored_items"]
 
 Mode = Literal["logprob", "sampling"]
 
@@ -72,6 +73,82 @@ class EvaluationConfig:
         out["settings"] = [s if isinstance(s, str) else s.to_dict() for s in self.settings]
         return out
 
+    def validate(self) -> EvaluationConfig:
+        """Check the settings before any model is loaded; returns ``self``.
+
+        Raises:
+            ValueError: no prompt setting, an unknown mode, a batch size, persona count or number of random
+                draws below 1, or ``sampling`` that is not :class:`SamplingParams`.
+        """
+        if isinstance(self.settings, str):
+            raise ValueError(f"settings must be a list of prompt settings, got the string {self.settings!r}")
+        if not list(self.settings):
+            raise ValueError("no prompt setting to evaluate: settings must list at least one "
+                             "(culture-unaware, culture-aware, persona or a template file); got "
+                             f"{self.settings!r}")
+        if self.mode not in ("logprob", "sampling"):
+            raise ValueError(f"mode must be 'logprob' or 'sampling', not {self.mode!r}")
+        for name in ("batch_size", "num_personas", "random_answer_draws"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.sampling, SamplingParams):
+            raise ValueError(f"sampling must be SamplingParams, got {type(self.sampling).__name__}")
+        return self
+
+
+def _item_ids(wvs: WVSData, config: EvaluationConfig) -> list[str]:
+    """``config.items`` (or all alignment items of the data) minus the excluded ones; unknown ids raise."""
+    wanted = list(config.items) if config.items is not None else [
+        q for q in wvs.questions if not q.startswith("Q") or is_evaluation_item(q)]
+    unknown = [q for q in wanted if q not in wvs.questions]
+    if unknown:
+        raise ValueError(f"items not in the WVS data: {', '.join(unknown[:10])}")
+    excluded = set(config.exclude_items)
+    return [q for q in wanted if q not in excluded]
+
+
+def scored_items(wvs: WVSData, cultures: Iterable[str | Culture] | str | None,
+                 config: EvaluationConfig) -> list[str]:
+    """The items :meth:`WVSEvaluator.evaluate` scores, checked before any model is loaded.
+
+    Args:
+        wvs: The human data.
+        cultures: The cultures to evaluate (None: every culture of ``wvs``).
+        config: What to measure.
+
+    Returns:
+        The item ids scored (each culture is scored on those it has human data for).
+
+    Raises:
+        ValueError: when the run would score nothing: no culture, a culture without human data, no item
+            (an empty ``items``, every item excluded, or no alignment item in the data), or no (culture,
+            item) cell with human data; and for item ids that are not in the data.
+    """
+    config.validate()
+    source = wvs.source or "the WVS data"
+    chosen = resolve_cultures(cultures) if cultures is not None else resolve_cultures(wvs.cultures)
+    if not chosen:
+        why = "the culture list is empty" if cultures is not None else f"{source} has no distribution"
+        raise ValueError(f"no culture to evaluate: {why}")
+    missing = [c.iso3 for c in chosen if c.iso3 not in wvs.cultures]
+    if missing:
+        raise ValueError(f"no human data for {', '.join(missing)} in {source}; it has "
+                         f"{', '.join(wvs.cultures) or 'none'}")
+    qids = _item_ids(wvs, config)
+    if not qids:
+        if config.items is not None and not list(config.items):
+            why = "the item list is empty"
+        elif config.exclude_items:
+            why = f"all {len(set(config.items or wvs.questions))} item(s) are excluded"
+        else:
+            why = f"{source} has no WVS alignment item"
+        raise ValueError(f"no item to score: {why}")
+    if not any(wvs.distribution(c.iso3, q) is not None for c in chosen for q in qids):
+        raise ValueError(f"nothing to score: none of the {len(qids)} item(s) has human data for "
+                         f"{', '.join(c.iso3 for c in chosen)} in {source}")
+    return qids
+
 
 @dataclass
 class _ModelAnswers:
@@ -107,9 +184,7 @@ class WVSEvaluator:
             if not hasattr(config, key):
                 raise TypeError(f"unknown evaluation option {key!r}")
             setattr(config, key, value)
-        if config.mode not in ("logprob", "sampling"):
-            raise ValueError(f"mode must be 'logprob' or 'sampling', not {config.mode!r}")
-        self.config = config
+        self.config = config.validate()
         self.model = model
         self.tokenizer = tokenizer
         self.wvs = wvs
@@ -124,13 +199,7 @@ class WVSEvaluator:
     # ------------------------------------------------------------------------------------------ items
     def item_ids(self) -> list[str]:
         """The items scored: ``config.items`` (or all alignment items of the data) minus excluded ones."""
-        wanted = list(self.config.items) if self.config.items is not None else [
-            q for q in self.wvs.questions if not q.startswith("Q") or is_evaluation_item(q)]
-        unknown = [q for q in wanted if q not in self.wvs.questions]
-        if unknown:
-            raise ValueError(f"items not in the WVS data: {', '.join(unknown[:10])}")
-        excluded = set(self.config.exclude_items)
-        return [q for q in wanted if q not in excluded]
+        return _item_ids(self.wvs, self.config)
 
     # ---------------------------------------------------------------------------------- model answers
     def _activate_adapter(self, culture: Culture) -> str:
@@ -272,13 +341,12 @@ class WVSEvaluator:
 
         Returns:
             A :class:`WVSReport`.
+
+        Raises:
+            ValueError: before any model call, when nothing would be scored (see :func:`scored_items`).
         """
         start = time.perf_counter()
-        missing = [c.iso3 for c in self.cultures if c.iso3 not in self.wvs.cultures]
-        if missing:
-            raise ValueError(f"no human data for {', '.join(missing)} in {self.wvs.source or 'the WVS data'}; "
-                             f"it has {', '.join(self.wvs.cultures) or 'none'}")
-        qids = self.item_ids()
+        qids = scored_items(self.wvs, self.cultures, self.config)
         rows: list[dict[str, Any]] = []
         summary: list[dict[str, Any]] = []
         references: list[dict[str, Any]] = []

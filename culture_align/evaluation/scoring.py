@@ -15,6 +15,8 @@ shared first token, in one extra single-token step over the first step's cache.
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +57,21 @@ class SamplingParams:
     top_p: float = 1.0
     max_new_tokens: int = 8
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Refuse settings that would sample nothing (``num_samples=0``) or that no sampler accepts."""
+        for name in ("num_samples", "max_new_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"sampling: {name} must be an integer >= 1, got {value!r}")
+        if not (_is_real(self.temperature) and math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"sampling: temperature must be a finite number > 0, got {self.temperature!r}")
+        if not (_is_real(self.top_p) and 0 < self.top_p <= 1):
+            raise ValueError(f"sampling: top_p must be in (0, 1], got {self.top_p!r}")
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 _ANSWER = re.compile(r"^\s*\(?(-?\d+)(?:$|[\s.):,;\-])")

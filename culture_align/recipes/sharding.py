@@ -276,8 +276,11 @@ def _merge_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _merge_caches(folders: list[Path], manifests: list[ShardManifest], target: Path) -> int:
-    """Append every shard cache's completions to ``target`` (a key once); returns the number of lines written."""
-    from ..backends.cache import CompletionCache
+    """Append every shard cache's completions to ``target`` (a key once); returns the number of lines written.
+
+    The shard caches are read like any cache (:func:`~culture_align.backends.cache.read_completions`): torn or
+    damaged lines are skipped and counted in a warning, never fatal."""
+    from ..backends.cache import CompletionCache, read_completions
 
     cache = CompletionCache(target)
     before = len(cache)
@@ -285,16 +288,22 @@ def _merge_caches(folders: list[Path], manifests: list[ShardManifest], target: P
         path = folder / manifest.cache_file
         if not path.is_file():
             continue
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                    rows.append((row["key"], row["model"], row["text"]))
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue  # a line cut short by a kill: the cache ignores it too
+        rows, skipped = read_completions(path)
+        if skipped:
+            logger.warning(f"{path}: skipped {skipped} incomplete or damaged cache line(s)")
         cache.put_many(rows)
     return len(cache) - before
+
+
+def _check_output_is_not_a_shard(out: Path, folders: list[Path]) -> None:
+    """Refuse an output folder that is one of the shard folders: the merge would overwrite that shard's
+    ``dataset/`` and ``stats.json`` with the merged ones (a parent of the shards is fine)."""
+    resolved = out.resolve()
+    for folder in folders:
+        if folder.resolve() == resolved:
+            raise ValueError(f"the output folder {out} is the shard folder {folder}: merging into one "
+                             "of the inputs would overwrite its dataset/ and stats.json; choose another "
+                             "folder (e.g. the shards' parent)")
 
 
 def merge_shards(folders: Sequence[str | os.PathLike], output_dir: str | os.PathLike | None = None, *,
@@ -305,7 +314,7 @@ def merge_shards(folders: Sequence[str | os.PathLike], output_dir: str | os.Path
         folders: One run folder per shard (any order), each with ``shard.json`` and ``dataset/``.
         output_dir: When given, written there like a recipe run: ``dataset/`` (atomically), ``stats.json`` (the
             shards' stats, counts summed, plus ``shards``: folder and index of each) and ``cache.jsonl`` (every
-            shard's completions). May be the parent folder of the shards.
+            shard's completions). May be the parent folder of the shards, never one of them.
         id_column: The column identifying a row in every split.
 
     Returns:
@@ -313,12 +322,15 @@ def merge_shards(folders: Sequence[str | os.PathLike], output_dir: str | os.Path
 
     Raises:
         FileNotFoundError: a folder is not a shard, or a shard has not finished.
-        ValueError: the shards do not belong to one run (settings, inputs), an index is missing or repeated,
-            an input is in two shards, splits or features differ, or one id has different rows in two shards.
+        ValueError: ``output_dir`` is one of the shard folders, the shards do not belong to one run
+            (settings, inputs), an index is missing or repeated, an input is in two shards, splits or features
+            differ, or one id has different rows in two shards.
     """
     paths = [Path(f) for f in folders]
     if not paths:
         raise ValueError("no shard folders given")
+    if output_dir is not None:
+        _check_output_is_not_a_shard(Path(output_dir), paths)
     manifests = [ShardManifest.load(p) for p in paths]
     _check_belong_together(manifests, paths)
     order = sorted(range(len(paths)), key=lambda k: manifests[k].shard_index)

@@ -2,7 +2,7 @@
 
 ::
 
-    culture-align build-dataset clca_dialogues --source runs/clca-data --out hub/clca-dialogues
+    culture-align build-dataset clca_dialogues --source runs/clca-data --out hub/clca-dialogues [--overwrite]
     culture-align push dataset clca_dialogues --source runs/clca-data me/clca-dialogues [--local-dir DIR]
     culture-align push dataset wvs --source WVS_Cross-National_Wave_7.csv me/wvs-private      # private by default
     culture-align push adapter runs/clca-adapter me/clca-qwen --recipe clca --report eval-output
@@ -36,6 +36,10 @@ def _add_build_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cultures", help="wvs only: ISO3 codes to keep, comma-separated")
     parser.add_argument("--split", help="answer_distributions only: an experiment's split.json (training cells only)")
     parser.add_argument("--setting", help="answer_distributions only: the prompt setting (default culture-aware)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty output folder that is not an earlier build (README.md "
+                        "and the Parquet files are written over files of the same name; nothing else is "
+                        "removed)")
 
 
 def _build(args: argparse.Namespace, out: str | Path) -> Path:
@@ -46,7 +50,8 @@ def _build(args: argparse.Namespace, out: str | Path) -> Path:
     wrong = sorted(set(extra) - allowed.get(args.builder, set()))
     if wrong:
         raise ValueError(f"--{' --'.join(wrong)} do(es) not apply to the {args.builder} builder")
-    return build_corpus(args.builder, args.source, out, configs=args.configs, **extra)
+    return build_corpus(args.builder, args.source, out, configs=args.configs, overwrite=args.overwrite,
+                        **extra)
 
 
 def build_dataset_main(argv: Sequence[str] | None = None) -> int:

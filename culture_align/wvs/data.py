@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -11,7 +12,52 @@ import numpy as np
 from ..cultures import get_culture
 from .questions import SurveyQuestion
 
-__all__ = ["WVSData"]
+__all__ = ["WVSData", "finite_non_negative", "normalised"]
+
+_SUM_TOLERANCE = 1e-6
+
+
+def finite_non_negative(value: object) -> bool:
+    """Whether ``value`` is a number (not a bool) that is finite and >= 0; an integer too large for a float
+    is not finite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    try:
+        return math.isfinite(value) and value >= 0
+    except OverflowError:  # an int beyond float64
+        return False
+
+
+def normalised(values: Iterable[float] | np.ndarray, where: str, what: str = "proportions") -> np.ndarray:
+    """``values`` divided by their sum, as float64: how every loader turns shares, weights or counts into one
+    answer distribution.
+
+    Args:
+        values: Non-negative finite numbers, one per answer option.
+        where: The file and key (``"data.json: USA/Q27"``) named in errors.
+        what: What the values are, for errors (``"proportions"``, ``"weighted answers"``).
+
+    Raises:
+        ValueError: naming ``where``, for a value that is negative, NaN or infinite, and for a sum that is 0
+            or not finite (values near 1e308 overflow the sum: the row would become all zeros or NaN).
+    """
+    try:
+        row = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{where}: the {what} must be finite numbers >= 0, got {values!r}") from None
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(row.sum()) if row.size else 0.0
+    if row.ndim != 1 or not np.all(np.isfinite(row)) or np.any(row < 0):
+        raise ValueError(f"{where}: the {what} must be finite numbers >= 0, got {row.tolist()}")
+    if not math.isfinite(total):
+        raise ValueError(f"{where}: the {what} sum to {total} (the sum overflows float64; scale them down): "
+                         f"{row.tolist()}")
+    if total <= 0:
+        raise ValueError(f"{where}: the {what} sum to 0")
+    probs = row / total
+    if not (np.all(np.isfinite(probs)) and abs(float(probs.sum()) - 1.0) <= _SUM_TOLERANCE):
+        raise ValueError(f"{where}: the {what} {row.tolist()} cannot be normalised to a distribution")
+    return probs
 
 
 @dataclass
@@ -34,6 +80,37 @@ class WVSData:
     counts: dict[str, dict[str, float]] = field(default_factory=dict)
     personas: datasets.Dataset | None = None
     source: str = ""
+
+    def validate(self) -> WVSData:
+        """Check every distribution and count; returns ``self``. The loaders call it on what they return.
+
+        Raises:
+            ValueError: naming ``source`` and the cell (``USA/Q27``), for a cell of an unknown item, a
+                distribution that is not aligned with its item's codes, not finite, negative or not summing
+                to 1 (an overflowed row), or a count that is negative, NaN or infinite.
+        """
+        source = self.source or "the WVS data"
+        for culture, cells in self.distributions.items():
+            for qid, probs in cells.items():
+                where = f"{source}: {culture}/{qid}"
+                if qid not in self.questions:
+                    raise ValueError(f"{where}: a distribution for an item that is not among the questions")
+                row = np.asarray(probs, dtype=np.float64)
+                n = self.questions[qid].num_options
+                if row.shape != (n,):
+                    raise ValueError(f"{where}: {row.size} probabilities for the item's {n} codes")
+                with np.errstate(over="ignore", invalid="ignore"):
+                    total = float(row.sum())
+                valid = np.all(np.isfinite(row)) and np.all(row >= 0) and abs(total - 1.0) <= _SUM_TOLERANCE
+                if not valid:
+                    raise ValueError(f"{where}: not a distribution (finite, >= 0, summing to 1): "
+                                     f"{row.tolist()}")
+        for culture, cells in self.counts.items():
+            for qid, n in cells.items():
+                if not finite_non_negative(n):
+                    raise ValueError(f"{source}: {culture}/{qid}: the count must be a finite number >= 0, "
+                                     f"got {n!r}")
+        return self
 
     @property
     def cultures(self) -> list[str]:

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ..cultures import get_culture, resolve_cultures
-from .data import WVSData
+from .data import WVSData, finite_non_negative, normalised
 from .personas import DEMOGRAPHIC_COLUMNS, PERSONA_FIELDS, decode_demographic, persona_rng, sample_indices
 from .questions import EXCLUDED_QIDS, SurveyQuestion, wvs_codes_for
 
@@ -199,13 +199,10 @@ def _cell_probabilities(cell: Any, question: SurveyQuestion, path: Path, key: st
         if code in seen:
             raise ValueError(f"{path}: {where}: code {code} is listed twice")
         seen.add(code)
-        if not _is_number(value) or not math.isfinite(value) or value < 0:
+        if not finite_non_negative(value):
             raise ValueError(f"{path}: {where}: the proportion must be a finite number >= 0, got {value!r}")
         probs[question.index_of(code)] = float(value)
-    total = probs.sum()
-    if total <= 0:
-        raise ValueError(f"{path}: {key}: the proportions sum to 0")
-    return probs / total
+    return normalised(probs, f"{path}: {key}")
 
 
 def _read_counts(
@@ -231,7 +228,7 @@ def _read_counts(
         for qid, n in table.items():
             if qid not in cells:
                 continue
-            if not _is_number(n) or not math.isfinite(n) or n < 0:
+            if not finite_non_negative(n):
                 raise ValueError(f"{path}: {prefix}/{qid}: the count must be a finite number >= 0, got {n!r}")
             counts.setdefault(iso3, {})[qid] = n
     return counts
@@ -296,10 +293,13 @@ def load_distributions(
         logger.warning("%s: skipped %d item ids that are not in the question catalog (e.g. %s)",
                        path, len(unknown), ", ".join(sorted(unknown)[:5]))
     used = {qid for cells in distributions.values() for qid in cells}
+    if not used:
+        raise ValueError(f"{path}: no distribution to load: {len(data)} culture(s), and no non-empty cell of "
+                         f"an item of the question catalog ({len(catalog)} items)")
     sidecar = Path(counts_path) if counts_path is not None else _counts_sidecar(path)
     counts = _read_counts(sidecar, distributions) if counts_path is not None or sidecar.is_file() else {}
     return WVSData(questions={qid: q for qid, q in catalog.items() if qid in used},
-                   distributions=distributions, counts=counts, source=str(path))
+                   distributions=distributions, counts=counts, source=str(path)).validate()
 
 
 # ---------------------------------------------------------------------------------------- WVS-7 CSV
@@ -530,6 +530,7 @@ def load_wvs_csv(
         among = " among the selected ones" if selected else ""
         raise ValueError(f"{path}: no rows of a registered culture{among}")
     weights = _weights(table, weight, row_culture >= 0, path)
+    answers_what = f"answers weighted by column {weight}" if weight is not None else "answer counts"
     distributions: dict[str, dict[str, np.ndarray]] = {c: {} for c in culture_list}
     counts: dict[str, dict[str, float]] = {c: {} for c in culture_list}
     answers: dict[str, np.ndarray] = {}
@@ -539,16 +540,22 @@ def load_wvs_csv(
         n_options = catalog[qid].num_options
         mass, n_valid = _tabulate(positions, row_culture, weights, len(culture_list), n_options)
         for c, iso3 in enumerate(culture_list):
-            if n_valid[c] > 0 and mass[c].sum() > 0:
-                distributions[iso3][qid] = mass[c] / mass[c].sum()
+            with np.errstate(over="ignore", invalid="ignore"):
+                total = mass[c].sum()
+            if n_valid[c] > 0 and total != 0:  # weights all 0: no data (an overflowed sum is refused)
+                distributions[iso3][qid] = normalised(mass[c], f"{path}: {iso3}/{qid}", what=answers_what)
                 counts[iso3][qid] = int(n_valid[c])
         if any(qid in cells for cells in distributions.values()):
             answers[qid] = np.where(positions >= 0, values, -1)
 
+    if not answers:
+        shown = ", ".join(items[:5]) + (", ..." if len(items) > 5 else "")
+        raise ValueError(f"{path}: no valid answer (with a weight > 0) to any of the {len(items)} item "
+                         f"column(s) {shown} in {', '.join(culture_list)}")
     rows = _persona_rows(row_culture, culture_list, max_personas_per_culture, seed)
     personas = _build_personas(table, rows, [culture_list[i] for i in row_culture[rows]], answers, id_column)
     return WVSData(questions={qid: catalog[qid] for qid in answers}, distributions=distributions,
-                   counts=counts, personas=personas, source=str(path))
+                   counts=counts, personas=personas, source=str(path)).validate()
 
 
 def _tabulate(
@@ -692,11 +699,10 @@ def _goqa_probabilities(values: Any, n_options: int, where: str) -> np.ndarray |
         raise ValueError(f"{where}: expected a list of proportions, got {type(values).__name__}")
     if len(values) != n_options:
         raise ValueError(f"{where}: {len(values)} proportions for {n_options} options")
-    if not all(_is_number(v) and math.isfinite(v) and v >= 0 for v in values):
+    if not all(finite_non_negative(v) for v in values):
         raise ValueError(f"{where}: proportions must be finite numbers >= 0, got {list(values)}")
     probs = np.asarray(values, dtype=np.float64)
-    total = probs.sum()
-    return probs / total if total > 0 else None
+    return normalised(probs, where) if np.any(probs > 0) else None
 
 
 def load_global_opinions(path: PathLike, questions: Questions | PathLike | None = None) -> WVSData:
@@ -731,19 +737,22 @@ def _global_opinions(records: Iterable[Any], source: str, questions: Questions |
     loaded: dict[str, SurveyQuestion] = {}
     distributions: dict[str, dict[str, np.ndarray]] = {}
     unknown: set[str] = set()
-    all_zero = 0
+    all_zero = rows = wvs_rows = 0
     for row_number, record in enumerate(records, 1):
+        rows = row_number
         where = f"{source}: row {row_number}"
         if not isinstance(record, dict) or any(c not in record for c in _GOQA_COLUMNS):
             raise ValueError(f"{where}: expected the columns {', '.join(_GOQA_COLUMNS)}")
         if str(record["source"]).strip() != "WVS":
             continue
+        wvs_rows += 1
         options = [str(o) for o in _parse_literal(record["options"], list, "options", where)]
         selections = _parse_literal(record["selections"], dict, "selections", where)
         question = _goqa_question(str(record["question"]).strip(), options, catalog, by_text, loaded, where)
         loaded.setdefault(question.qid, question)
         for country, values in selections.items():
-            probs = _goqa_probabilities(values, question.num_options, f"{where}: selections[{country!r}]")
+            probs = _goqa_probabilities(values, question.num_options,
+                                        f"{where} ({question.qid}): selections[{country!r}]")
             iso3 = _goqa_culture(str(country))
             if iso3 is None:
                 unknown.add(str(country))
@@ -756,7 +765,11 @@ def _global_opinions(records: Iterable[Any], source: str, questions: Questions |
                        source, len(unknown), ", ".join(sorted(unknown)))
     if all_zero:
         logger.warning("%s: skipped %d country rows whose shares are all 0", source, all_zero)
-    return WVSData(questions=loaded, distributions=distributions, source=source)
+    if not distributions:
+        why = ("no row has the source 'WVS'" if not wvs_rows else
+               f"none of its {wvs_rows} WVS row(s) has the shares of a registered culture that are not all 0")
+        raise ValueError(f"{source}: no GlobalOpinionQA data to load from {rows} row(s): {why}")
+    return WVSData(questions=loaded, distributions=distributions, source=source).validate()
 
 
 # --------------------------------------------------------------------------------------------- dispatch

@@ -131,7 +131,7 @@ def _as_row(row: Any, i: int, side: str) -> np.ndarray:
         raise ValueError(f"row {i}: {side} must be a sequence of numbers, got {row!r}")
     try:
         arr = np.asarray([np.nan if v is None else v for v in row], dtype=np.float64)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise ValueError(f"row {i}: {side} must be a sequence of numbers ({err})") from None
     if arr.ndim != 1:
         raise ValueError(f"row {i}: {side} must be a flat sequence of numbers, got shape {arr.shape}")
@@ -139,7 +139,12 @@ def _as_row(row: Any, i: int, side: str) -> np.ndarray:
 
 
 def _check_row(arr: np.ndarray, i: int, side: str) -> np.ndarray:
-    """Validate one probability row and return it renormalised to sum 1."""
+    """Validate one probability row and return it renormalised to sum 1.
+
+    Entries near the largest float (1e308) overflow the sum to inf, which would make the row all zeros (KL 0):
+    such a row is first divided by its largest entry, so that it sums to a finite number in [1, k]. The sum is
+    checked to be finite and positive before any division by it.
+    """
     if arr.size == 0:
         raise ValueError(f"row {i}: {side} is empty (need at least 2 entries)")
     if arr.size < 2:
@@ -148,7 +153,13 @@ def _check_row(arr: np.ndarray, i: int, side: str) -> np.ndarray:
         raise ValueError(f"row {i}: {side} contains NaN, inf or None: {arr.tolist()}")
     if np.any(arr < 0):
         raise ValueError(f"row {i}: {side} contains a negative value: {arr.tolist()}")
-    total = arr.sum()
+    with np.errstate(over="ignore"):
+        total = float(arr.sum())
+    if not math.isfinite(total):  # overflow: rescale by the largest entry (> 0 here), then sum again
+        arr = arr / arr.max()
+        total = float(arr.sum())
+    if not math.isfinite(total):
+        raise ValueError(f"row {i}: {side} sums to {total}, which cannot be normalised: {arr.tolist()}")
     if total <= 0:
         raise ValueError(f"row {i}: {side} is all zeros (cannot be normalised)")
     return arr / total

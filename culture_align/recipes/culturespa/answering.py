@@ -69,7 +69,9 @@ Answer = tuple[np.ndarray | None, int]
 
 
 class AnswerCache:
-    """Answers by request, persisted as JSON Lines through a :class:`CompletionCache` (kill-safe).
+    """Answers by request, persisted as JSON Lines through a :class:`CompletionCache` (kill-safe: a torn or
+    damaged line is skipped and counted in ``store.skipped``, see
+    :func:`culture_align.jsonl.iter_append_only_jsonl`).
 
     The key hashes the model id, the mode (with the sampling params), the rendered prompt and the choices;
     the value is the list of log-probabilities (log-prob mode) or of sampled texts (sampling mode).
@@ -87,8 +89,15 @@ class AnswerCache:
         return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
     def get(self, key: str) -> list | None:
+        """The cached value of ``key``; None when missing or when the stored text is not a JSON list."""
         text = self.store.get(key)
-        return None if text is None else json.loads(text)
+        if text is None:
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return None
+        return value if isinstance(value, list) else None
 
     def put_many(self, rows: Sequence[tuple[str, str, list]]) -> None:
         self.store.put_many([(k, m, json.dumps(v)) for k, m, v in rows])
