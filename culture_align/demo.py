@@ -95,7 +95,7 @@ def run_demo(output_dir: str | Path = "demo-output", model_name: str = DEFAULT_M
 
 def run_distribution_demo(output_dir: Path, wvs: WVSData, model_name: str = DEFAULT_MODEL,
                           cultures: list[str] | tuple[str, ...] = DEMO_CULTURES, batch_size: int = 16,
-                          max_steps: int = 30) -> dict:
+                          max_steps: int = 60) -> dict:
     """Train the model on the demo cultures' human answer distributions of 70 % of the items (one seed, a short
     run, and the same run with shuffled culture labels) and print the held-out KL against the baselines.
 
@@ -104,14 +104,14 @@ def run_distribution_demo(output_dir: Path, wvs: WVSData, model_name: str = DEFA
     from .experiments import ExperimentConfig, ExperimentRunner
 
     config = ExperimentConfig.from_dict({
-        "name": "demo-distribution", "model": model_name, "cultures": list(cultures),
+        "name": "demo-distribution", "model": model_name, "cultures": list(cultures), "dtype": "bfloat16",
         "split": {"protocol": "held_out_items", "test_share": 0.3, "seed": 0},
         "baselines": ["uniform", "position_prior", "culture_prompt"], "allow_short_training": True,
         "batch_size": batch_size, "bootstrap_resamples": 500,
         "conditions": [{"name": "answer_distribution", "recipe": "answer_distribution", "seeds": [0],
                         "data": {"source": "wvs_answers", "setting": "culture-aware"}, "mode": "joint",
                         "lora": {"r": 16, "lora_alpha": 32},
-                        "training": {"max_steps": max_steps, "per_device_train_batch_size": 16,
+                        "training": {"max_steps": max_steps, "per_device_train_batch_size": 8,
                                      "learning_rate": 1e-3, "warmup_ratio": 0.05}}]})
     print(f"\nTraining on whole answer distributions ({', '.join(cultures)}; 30 % of the items held out; "
           f"{max_steps} steps, one seed: a demonstration, not a result):\n")
