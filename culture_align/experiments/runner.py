@@ -19,7 +19,6 @@ probabilities; the report holds aggregate scores).
 
 from __future__ import annotations
 
-import gc
 import json
 import time
 from collections.abc import Callable
@@ -32,7 +31,6 @@ import numpy as np
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
-from ..cultures import get_culture
 from ..wvs.data import WVSData
 from .baselines import HUMAN_BASELINES, Calibration, fit_calibration, human_baseline_scores
 from .config import ExperimentConfig, TrainedCondition
@@ -163,14 +161,13 @@ class ExperimentRunner:
                                        dtype=self.config.dtype, data_dir=self.output_dir / "data" / condition.name)
 
     # ------------------------------------------------------------------------------------------ model
-    def _load_model(self, adapters_dir: Path | None = None):
-        from ..models import load_culture_adapters, load_model_and_tokenizer
+    def _base_model(self):
+        """The experiment's model and tokenizer, loaded once per run."""
+        if self._model is None:
+            from ..models import load_model_and_tokenizer
 
-        model, tokenizer = load_model_and_tokenizer(self.config.model, dtype=self.config.dtype)
-        adapters = None
-        if adapters_dir is not None:
-            model, adapters = load_culture_adapters(model, adapters_dir)
-        return model, tokenizer, adapters
+            self._model = load_model_and_tokenizer(self.config.model, dtype=self.config.dtype)
+        return self._model
 
     def _model_answers(self, name: str, seed: int, setting: str, cultures: list[str], items: list[str],
                        adapters_dir: Path | None = None, adapter_fingerprint: str | None = None) -> Predictions:
@@ -182,9 +179,6 @@ class ExperimentRunner:
                        "cultures": sorted(cultures), "items": sorted(items), "adapter": adapter_fingerprint}
         if path.is_file():
             saved = json.loads(sidecar.read_text()) if sidecar.is_file() else None
-            if saved is None:  # written before fingerprints existed: adopt it
-                sidecar.write_text(json.dumps(fingerprint, indent=1) + "\n")
-                saved = fingerprint
             if saved == fingerprint:
                 self.reused.append(str(path.relative_to(self.output_dir)))
                 table = datasets.Dataset.from_parquet(str(path))
@@ -192,24 +186,25 @@ class ExperimentRunner:
             logger.warning(f"{path} was made for other settings, cells or adapter: recomputing it")
         from ..evaluation import EvaluationConfig, WVSEvaluator
 
-        if adapters_dir is None:
-            if self._model is None:
-                self._model = self._load_model()
-            model, tokenizer, adapters = self._model
-        else:
-            model, tokenizer, adapters = self._load_model(adapters_dir)
+        model, tokenizer = self._base_model()
+        adapters = None
+        if adapters_dir is not None:  # on the loaded base model, removed again below (no reload per adapter)
+            from ..models import load_culture_adapters
+
+            model, adapters = load_culture_adapters(model, adapters_dir)
         config = EvaluationConfig(settings=[setting], items=items, batch_size=self.config.batch_size,
                                   adapters=adapters)
-        table = WVSEvaluator(model, tokenizer, self.wvs, cultures=cultures, config=config,
-                             show_progress=self.show_progress).model_answers()
+        try:
+            table = WVSEvaluator(model, tokenizer, self.wvs, cultures=cultures, config=config,
+                                 show_progress=self.show_progress).model_answers()
+        finally:
+            if adapters_dir is not None:
+                self._model = (model.unload(), tokenizer)
         table = table.add_column("condition", [name] * len(table)).add_column("seed", [seed] * len(table))
         path.parent.mkdir(parents=True, exist_ok=True)
         table.to_parquet(str(path.with_suffix(".tmp")))
         path.with_suffix(".tmp").replace(path)
         sidecar.write_text(json.dumps(fingerprint, indent=1) + "\n")
-        if adapters_dir is not None:
-            del model
-            gc.collect()
         return {(c, q): np.asarray(p) for c, q, p in zip(table["culture"], table["qid"], table["model_probs"])}
 
     # ------------------------------------------------------------------------------------------- run
@@ -263,7 +258,7 @@ class ExperimentRunner:
             untrained[setting] = preds
             test_preds = [preds.get((c, q)) for c, q in zip(cells.cultures, cells.qids)]
             conditioned = setting == "culture-aware"
-            if model_name in self.config.baselines or (model_name == "base" and "base" in want_model):
+            if model_name in self.config.baselines:
                 results[model_name] = ConditionResult(model_name, "model", score_cells(cells, test_preds),
                                                       info={"setting": setting}, predictions=[preds],
                                                       culture_conditioned=conditioned)
@@ -291,7 +286,7 @@ class ExperimentRunner:
                     culture_conditioned=conditioned)
         for condition in self.config.conditions:
             for row in timed("trained conditions", lambda c=condition: self._run_condition(
-                    c, split, cells, untrained[c.setting], loaded_cultures)):
+                    c, split, cells, untrained[c.setting])):
                 results[row.name] = row
         self._model = None
         from .report import build_results, write_report
@@ -303,7 +298,7 @@ class ExperimentRunner:
         return payload
 
     def _run_condition(self, condition: TrainedCondition, split: ExperimentSplit, cells: CellTable,
-                       untrained: Predictions, cultures: list[str]) -> list[ConditionResult]:
+                       untrained: Predictions) -> list[ConditionResult]:
         """Train and score every seed of ``condition`` (and its shuffled-label control)."""
         from ..models import resolve_model_path
         from .training import train_condition, training_fingerprint
@@ -371,7 +366,7 @@ def _expected_code(probs: np.ndarray | None, codes: tuple[int, ...]) -> int | No
 
 def humans_as_condition(cells: CellTable, wvs: WVSData) -> ConditionResult:
     """The humans themselves as a culture-conditioned 'condition' (Q_c = P_c): the scale of the specificity index."""
-    preds = {(get_culture(c).iso3, q): wvs.distribution(c, q) for c in cells.culture_names for q in set(cells.qids)
+    preds = {(c, q): wvs.distribution(c, q) for c in cells.culture_names for q in set(cells.qids)
              if wvs.distribution(c, q) is not None}
     return ConditionResult("humans", "baseline", {}, predictions=[preds], culture_conditioned=True)
 

@@ -246,31 +246,28 @@ def condition_optimizer_steps(condition: TrainedCondition, dataset: datasets.Dat
 def training_fingerprint(condition: TrainedCondition, dataset: datasets.Dataset, model: str, dtype: str | None,
                          seed: int) -> str:
     """What an adapter depends on: the condition's recipe, mode, settings, the model, dtype, seed and the records."""
-    from ..trainers.culture_adapters import _content_sha256
-
     spec = {"recipe": condition.recipe, "mode": condition.mode, "training": condition.training,
-            "lora": condition.lora, "model": model, "dtype": dtype, "seed": seed,
-            "records": hashlib.sha256(json.dumps(dataset.to_list(), sort_keys=True, default=str).encode()).hexdigest()
-            if "input_ids" not in dataset.column_names else _content_sha256(dataset)}
+            "lora": condition.lora, "model": model, "dtype": dtype, "seed": seed, "records": dataset.to_list()}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def train_condition(condition: TrainedCondition, dataset: datasets.Dataset, model_path: str, output_dir: Path,
                     seed: int, *, dtype: str | None, min_steps: int, allow_short_training: bool,
-                    fingerprint: str | None = None) -> dict[str, Any]:
+                    fingerprint: str) -> dict[str, Any]:
     """Train ``condition``'s adapter(s) for one seed into ``output_dir`` (after the length gate); returns a record
     of what ran (steps, short, seconds, ``fingerprint``). A finished folder (``experiment_training.json``) with the
-    same ``fingerprint`` is reused; one with another fingerprint (other settings, model or records) is refused."""
+    same ``fingerprint`` (:func:`training_fingerprint`) is reused; any other (other settings, model or records) is
+    refused."""
     from peft import LoraConfig
 
     done = output_dir / "experiment_training.json"
     if done.is_file():
         record = json.loads(done.read_text())
-        if fingerprint is not None and record.get("fingerprint", fingerprint) != fingerprint:
+        if record.get("fingerprint") != fingerprint:
             raise ValueError(f"{output_dir} holds an adapter trained with other settings, model or records than "
                              f"condition {condition.name} (seed {seed}) has now: delete that folder to retrain it, or "
                              "use another output folder")
-        return {**record, "fingerprint": fingerprint, "reused": True}
+        return {**record, "reused": True}
     config, trainer_class, warmup_ratio, decay = condition_training_config(condition, output_dir, seed, dtype)
     steps = condition_optimizer_steps(condition, dataset, config)
     short = check_training_length(steps, f"condition {condition.name} (seed {seed})", min_steps, allow_short_training)
