@@ -125,3 +125,22 @@ def tiny_wvs():
 def write_json(path: Path, data) -> Path:
     path.write_text(json.dumps(data))
     return path
+
+
+@pytest.fixture(scope="module")
+def import_benchmark():
+    """Load a script of ``benchmarks/`` as a module: ``import_benchmark("gpu_training.py")`` (the benchmarks folder
+    it puts on ``sys.path`` for its own imports is taken off again afterwards)."""
+    import importlib.util
+    import sys
+
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+
+    def load(filename: str):
+        spec = importlib.util.spec_from_file_location(f"benchmark_{Path(filename).stem}", folder / filename)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    yield load
+    sys.path[:] = [p for p in sys.path if p != str(folder)]

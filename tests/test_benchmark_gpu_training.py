@@ -3,23 +3,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def benchmark():
-    spec = importlib.util.spec_from_file_location("gpu_training_benchmark", BENCHMARKS / "gpu_training.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.path[:] = [p for p in sys.path if p != str(BENCHMARKS)]
+def benchmark(import_benchmark):
+    return import_benchmark("gpu_training.py")
 
 
 def test_refuses_without_cuda(benchmark, monkeypatch, tmp_path, capsys):

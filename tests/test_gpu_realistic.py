@@ -4,24 +4,15 @@ numbers for each. (The tiny run takes about 30 s on one thread; the 8B run needs
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def benchmark():
-    spec = importlib.util.spec_from_file_location("gpu_realistic_benchmark", BENCHMARKS / "gpu_realistic.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.path[:] = [p for p in sys.path if p != str(BENCHMARKS)]
+def benchmark(import_benchmark):
+    return import_benchmark("gpu_realistic.py")
 
 
 def test_refuses_without_cuda_and_writes_nothing(benchmark, monkeypatch, tmp_path, capsys):
