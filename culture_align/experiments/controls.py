@@ -12,14 +12,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..metric import alignment_math
-from .statistics import CellTable
+from .statistics import CellTable, ClusterBootstrap, Scores
 
-__all__ = ["culture_derangement", "swap_kl", "swap_matrix", "specificity_scores"]
+__all__ = ["culture_controls", "culture_derangement", "swap_kl", "swap_matrix", "specificity_scores"]
 
 #: ``predict(culture, qid)`` -> the condition's distribution for that culture on that item, or None.
 Predict = Callable[[str, str], "np.ndarray | None"]
@@ -83,3 +83,20 @@ def culture_derangement(cultures: Sequence[str], seed: int) -> dict[str, str]:
         if not np.any(perm == np.arange(len(cultures))):
             return {c: cultures[j] for c, j in zip(cultures, perm)}
     raise RuntimeError("no derangement found")  # probability ~ e^-1000 for two or more cultures
+
+
+def culture_controls(cells: CellTable, predictions: Sequence[Mapping[tuple[str, str], np.ndarray]],
+                     bootstrap: ClusterBootstrap) -> dict:
+    """The culture controls of one culture-conditioned condition, from its per-seed predictions
+    (``{(culture, qid): distribution}``): the swap matrix (mean over seeds), the specificity index with its CI, and
+    the per-cell specificity ``scores`` (seeds x cells) for paired comparisons."""
+    cultures = cells.culture_names
+    per_seed_kl = [swap_kl(cells, lambda c, q, p=p: p.get((c, q)), cultures) for p in predictions]
+    spec = np.stack([specificity_scores(cells, k, cultures) for k in per_seed_kl])
+    nan = np.full_like(spec, np.nan)
+    scores: Scores = {"kl_divergence": spec, **{m: nan for m in (
+        "js_distance", "one_minus_js_distance", "similarity", "accuracy", "squared_error", "max_squared_error")}}
+    summary = bootstrap.summarize(scores)["mean"]
+    return {"swap_matrix": swap_matrix(cells, np.mean(per_seed_kl, axis=0), cultures),
+            "specificity_index": summary["kl_divergence"],
+            "specificity_index_ci95": summary["kl_divergence_ci95"], "scores": scores}

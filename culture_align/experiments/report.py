@@ -10,6 +10,7 @@ import numpy as np
 
 from ..evaluation.report import format_cell
 from .baselines import HUMAN_BASELINES
+from .controls import culture_controls
 from .statistics import CellTable, ClusterBootstrap
 
 if TYPE_CHECKING:
@@ -60,8 +61,6 @@ def _reliability(cells: CellTable, predictions: dict, bins: int = 10) -> list[di
 def build_results(runner: ExperimentRunner, split: ExperimentSplit, cells: CellTable,
                   results: dict[str, ConditionResult], calibrations: dict[str, Calibration]) -> dict[str, Any]:
     """The ``results.json`` payload (see the module docstring of :mod:`culture_align.experiments`)."""
-    from .runner import ExperimentRunner as Runner
-    from .runner import humans_as_condition
 
     config = runner.config
     bootstrap = ClusterBootstrap(cells, unit=config.bootstrap_unit, n_resamples=config.bootstrap_resamples,
@@ -78,10 +77,11 @@ def build_results(runner: ExperimentRunner, split: ExperimentSplit, cells: CellT
         for other in _compared_with(name, row, results):
             comparisons.append({"condition": name, "baseline": other,
                                 **bootstrap.compare(row.scores, results[other].scores)})
-    specificity = {}
-    for name, row in [(n, r) for n, r in results.items() if r.culture_conditioned] + [
-            ("humans", humans_as_condition(cells, runner.wvs))]:
-        specificity[name] = Runner.culture_controls(cells, row, bootstrap)
+    specificity = {name: culture_controls(cells, row.predictions or [], bootstrap)
+                   for name, row in results.items() if row.culture_conditioned}
+    wvs = runner.wvs  # the humans themselves (Q_c = P_c): the scale of the specificity index
+    humans = {(c, q): wvs.distribution(c, q) for c, q in zip(cells.cultures, cells.qids)}
+    specificity["humans"] = culture_controls(cells, [humans], bootstrap)
     for name, entry in list(specificity.items()):  # a trained condition against its shuffled-label control
         control = specificity.get(f"{name}_shuffled_labels")
         if control is not None:

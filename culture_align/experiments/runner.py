@@ -34,13 +34,12 @@ from transformers.utils import logging
 from ..wvs.data import WVSData
 from .baselines import HUMAN_BASELINES, Calibration, fit_calibration, human_baseline_scores
 from .config import ExperimentConfig, TrainedCondition
-from .controls import culture_derangement, specificity_scores, swap_kl, swap_matrix
+from .controls import culture_derangement
 from .gates import TrainingGateError, check_adapter_changed
 from .splits import ExperimentSplit, make_split
 from .statistics import (
     MEAN_METRICS,
     CellTable,
-    ClusterBootstrap,
     Scores,
     answer_scores,
     score_cells,
@@ -340,21 +339,6 @@ class ExperimentRunner:
                 score_cells(cells, [preds.get(k) for k in test_keys])])
         return list(rows.values())
 
-    # -------------------------------------------------------------------------------------- controls
-    @staticmethod
-    def culture_controls(cells: CellTable, row: ConditionResult, bootstrap: ClusterBootstrap) -> dict[str, Any]:
-        """Swap matrix (mean over seeds) and the specificity index with its CI for one culture-conditioned row."""
-        cultures = cells.culture_names
-        per_seed_kl = [swap_kl(cells, lambda c, q, p=p: p.get((c, q)), cultures) for p in row.predictions or []]
-        kl = np.mean(per_seed_kl, axis=0)
-        spec = np.stack([specificity_scores(cells, k, cultures) for k in per_seed_kl])
-        scores = {"kl_divergence": spec, **{m: np.full_like(spec, np.nan) for m in (
-            "js_distance", "one_minus_js_distance", "similarity", "accuracy", "squared_error", "max_squared_error")}}
-        summary = bootstrap.summarize(scores)["mean"]
-        return {"swap_matrix": swap_matrix(cells, kl, cultures),
-                "specificity_index": summary["kl_divergence"],
-                "specificity_index_ci95": summary["kl_divergence_ci95"], "scores": scores}
-
 
 def _expected_code(probs: np.ndarray | None, codes: tuple[int, ...]) -> int | None:
     """The code nearest the distribution's mean code (half up): the model's expected answer, rounded."""
@@ -362,13 +346,6 @@ def _expected_code(probs: np.ndarray | None, codes: tuple[int, ...]) -> int | No
         return None
     mean = float(np.dot(probs, codes))
     return int(min(max(np.floor(mean + 0.5), min(codes)), max(codes)))
-
-
-def humans_as_condition(cells: CellTable, wvs: WVSData) -> ConditionResult:
-    """The humans themselves as a culture-conditioned 'condition' (Q_c = P_c): the scale of the specificity index."""
-    preds = {(c, q): wvs.distribution(c, q) for c in cells.culture_names for q in set(cells.qids)
-             if wvs.distribution(c, q) is not None}
-    return ConditionResult("humans", "baseline", {}, predictions=[preds], culture_conditioned=True)
 
 
 def save_json(path: Path, payload: dict[str, Any]) -> None:
