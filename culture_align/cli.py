@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("args", nargs=argparse.REMAINDER, help="its own arguments")
     build = sub.add_parser("build-dataset", help="build a corpus into a folder in Hub layout (Parquet + card); see "
                            "`culture-align build-dataset <builder> --help`", add_help=False)
-    build.add_argument("builder", help="wvs, clca_dialogues, culturespa_qa or culturellm_augmented")
+    build.add_argument("builder", help="wvs, clca_dialogues, culturespa_qa, culturellm_augmented or "
+                       "answer_distributions")
     build.add_argument("args", nargs=argparse.REMAINDER, help="its own arguments (--source, --out, ...)")
 
     ex = sub.add_parser("experiment", help="held-out splits, baselines, culture controls, seeds and CIs from one "
