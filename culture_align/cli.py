@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", help="run folder (default: the config's output_dir, or runs/experiments/<name>)")
     ex.add_argument("--wvs", help="human data, overriding the config's `wvs`")
     ex.add_argument("--dry-run", action="store_true", help="print the plan (splits, sizes, optimizer steps) and stop")
+    ex.add_argument("--conditions", type=_csv, help="run only these trained conditions (comma-separated names); "
+                    "processes given disjoint sets can share one run folder, and a last run without the flag "
+                    "reuses what they trained and reports every condition")
 
     demo = sub.add_parser("demo", help="the embedded model on the bundled catalog, unaware vs. aware")
     demo.add_argument("--model", default="smollm2-135m-instruct")
@@ -236,6 +239,8 @@ def _run_experiment(args: argparse.Namespace) -> int:
     config = ExperimentConfig.from_yaml(args.config)
     if args.wvs:
         config.wvs = args.wvs
+    if args.conditions:
+        config = config.only_conditions(args.conditions)
     runner = ExperimentRunner(config, output_dir=args.out)
     if args.dry_run:
         print("\n".join(runner.plan()))

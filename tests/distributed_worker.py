@@ -24,7 +24,7 @@ from datasets import Dataset
 from peft import LoraConfig
 from transformers import set_seed
 
-from culture_align.trainers import CLCAConfig, CLCATrainer
+from culture_align.trainers import CLCAConfig, CLCATrainer, end_distributed_run
 
 SYSTEM = {"role": "system", "content": "You are a real person with your own values, a British cultural background."}
 
@@ -88,6 +88,9 @@ def main() -> None:
     trainer.create_model_card(model_name="clca-distributed-test")  # TRL writes it on the main process only
     log = {"rank": rank, "world_size": trainer.args.world_size, "log_history": trainer.state.log_history}
     (out / f"log-rank-{rank}.json").write_text(json.dumps(log, indent=2))
+    accelerator = trainer.accelerator
+    del trainer
+    end_distributed_run(accelerator)
 
 
 if __name__ == "__main__":

@@ -417,3 +417,81 @@ def test_distribution_demo_prints_before_after_and_controls(tiny_model_dir, tmp_
         assert label in printed
     assert (tmp_path / "demo" / "report.md").is_file()
     assert result["results"]["conditions"]["answer_distribution"]["info"]["short"]
+
+
+def _clca_corpus(folder: Path) -> Path:
+    """A CLCA-shaped corpus on disk: dialogue and intent conversations whose system turn names the culture."""
+    from datasets import Dataset
+
+    from culture_align.cultures import get_culture
+
+    rows = []
+    for k, iso3 in enumerate(["USA", "DEU", "CHN", "USA", "DEU", "CHN"] * 2):
+        system = f"You are a real person with your own values, {get_culture(iso3).adjective_phrase}."
+        if k % 2:
+            messages = [{"role": "system", "content": system}, {"role": "user", "content": "Shall we meet at six?"},
+                        {"role": "assistant", "content": f"Six is fine, see you there {k}."}]
+            task = "dialogue"
+        else:
+            messages = [{"role": "system", "content": f"An expert on {get_culture(iso3).name}. {system}"},
+                        {"role": "user", "content": "Turn: Six is fine. What is the intent of the speaker?"},
+                        {"role": "assistant", "content": "Intent: to agree."}]
+            task = "intent"
+        rows.append({"messages": messages, "task": task, "culture": iso3, "id": f"d{k}"})
+    Dataset.from_list(rows).save_to_disk(str(folder))
+    return folder
+
+
+def test_runner_trains_clca_on_chosen_cultures_with_their_own_shuffled_control(tiny_model_dir, tmp_path):
+    corpus = _clca_corpus(tmp_path / "clca-corpus")
+    condition = {"name": "clca", "recipe": "clca", "data": {"source": "dataset", "path": str(corpus),
+                                                             "cultures": ["USA", "DEU"]},
+                 "seeds": [0, 1, 2], "training": {"max_steps": 3, "per_device_train_batch_size": 4,
+                                                  "learning_rate": 5e-3, "max_length": 128}}
+    runner = ExperimentRunner(_config(tiny_model_dir, baselines=["uniform", "culture_prompt"], conditions=[condition],
+                                      allow_short_training=True), output_dir=tmp_path / "run", wvs=synthetic_wvs(),
+                              show_progress=False)
+    payload = runner.run()
+    row = payload["conditions"]["clca"]
+    assert row["kind"] == "trained" and row["info"]["recipe"] == "clca" and row["seeds"] == [0, 1, 2]
+    assert all(r["examples"] == 8 for r in row["info"]["runs"])  # the CHN rows are not the condition's
+    shuffled = payload["conditions"]["clca_shuffled_labels"]["info"]["runs"]
+    assert all(r["label_mapping"] == {"USA": "DEU", "DEU": "USA"} for r in shuffled)  # among the chosen cultures
+    # Every test culture is scored, not only the trained ones.
+    assert set(row["per_culture"]) == set(CULTURES)
+    with pytest.raises(ValueError, match="data.cultures"):
+        _config(tiny_model_dir, conditions=[{**condition, "data": {**condition["data"], "cultures": "USA"}}])
+    with pytest.raises(ValueError, match="recipe clca trains one joint adapter"):
+        _config(tiny_model_dir, conditions=[{**condition, "mode": "specific"}])
+    with pytest.raises(ValueError, match="clca"):
+        _config(tiny_model_dir, conditions=[{**condition, "recipe": "culturellm",
+                                             "data": {"source": "clca", "pipeline": {}}}])
+    unknown = {**condition, "data": {**condition["data"], "cultures": ["USA", "JPN"]}}
+    with pytest.raises(ValueError, match="JPN not among the split's training cultures"):
+        ExperimentRunner(_config(tiny_model_dir, baselines=["uniform"], conditions=[unknown],
+                                 allow_short_training=True), output_dir=tmp_path / "bad", wvs=synthetic_wvs(),
+                         show_progress=False).run()
+
+
+def test_config_anchors_subsets_and_shared_pipeline_folders(tiny_model_dir, tmp_path):
+    config = tmp_path / "exp.yaml"
+    config.write_text(f"""name: anchors
+model: {tiny_model_dir}
+x-budget: &budget {{max_steps: 60, per_device_train_batch_size: 8}}
+x-data: &spa {{source: culturespa, cultures: [USA, DEU], pipeline: {{questions_per_topic: 2}}}}
+conditions:
+  - {{name: spa, recipe: culturespa, data: *spa, training: *budget}}
+  - {{name: spa_soft, recipe: answer_distribution, data: *spa, training: *budget}}
+  - {{name: other, recipe: culturespa, data: {{source: culturespa, pipeline: {{questions_per_topic: 3}}}},
+     training: *budget}}
+""")
+    cfg = ExperimentConfig.from_yaml(config)
+    assert [c.name for c in cfg.conditions] == ["spa", "spa_soft", "other"]
+    cfg.conditions[0].training["max_steps"] = 1  # each condition owns its dicts, anchors or not
+    assert cfg.conditions[1].training["max_steps"] == 60
+    runner = ExperimentRunner(cfg, output_dir=tmp_path / "run", wvs=synthetic_wvs(), show_progress=False)
+    spa, soft, other = (runner._data_dir(c) for c in cfg.conditions)
+    assert spa == soft != other and spa.name.startswith("culturespa-")  # one corpus for a recipe and its soft variant
+    assert [c.name for c in cfg.only_conditions(["other", "spa"]).conditions] == ["spa", "other"]
+    with pytest.raises(ValueError, match="no condition named nope"):
+        cfg.only_conditions(["nope"])

@@ -18,6 +18,7 @@ conditions:                        # trained conditions (optional)
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,15 +31,19 @@ from .baselines import HUMAN_BASELINES
 from .gates import MIN_OPTIMIZER_STEPS
 from .splits import PROTOCOLS
 
-__all__ = ["ALL_BASELINES", "DATA_SOURCES", "ExperimentConfig", "SplitConfig", "TrainedCondition"]
+__all__ = ["ALL_BASELINES", "DATA_SOURCES", "PIPELINE_SOURCES", "RECIPES", "ExperimentConfig", "SplitConfig",
+           "TrainedCondition"]
 
 #: Baselines an experiment can report (all by default), in report order.
 ALL_BASELINES: tuple[str, ...] = HUMAN_BASELINES + ("base", "culture_prompt", "calibrated_base")
 #: Where a trained condition's records come from.
-DATA_SOURCES: tuple[str, ...] = ("wvs_answers", "dataset", "culturellm", "culturespa")
+DATA_SOURCES: tuple[str, ...] = ("wvs_answers", "dataset", "culturellm", "culturespa", "clca")
+#: Sources whose pipeline the experiment runs (the experiment's model as teacher) on the training cells.
+PIPELINE_SOURCES: tuple[str, ...] = ("culturellm", "culturespa", "clca")
 #: Trainers a trained condition can use (culture-adapter trainers, joint or specific; ``answer_distribution`` trains
-#: on whole answer distributions with a forward-KL loss).
-RECIPES: tuple[str, ...] = ("culturellm", "culturespa", "answer_distribution")
+#: on whole answer distributions with a forward-KL loss; ``clca`` is :class:`~culture_align.trainers.CLCATrainer`'s
+#: joint dialogue + intent loss on a CLCA corpus, one joint adapter).
+RECIPES: tuple[str, ...] = ("culturellm", "culturespa", "answer_distribution", "clca")
 
 
 @dataclass
@@ -73,8 +78,14 @@ class TrainedCondition:
             PATH}`` (a recipe corpus on disk with ``messages`` and ``culture``; its ``qid`` column, if any, is
             checked against the test items) or ``{source: culturellm | culturespa, pipeline: {...}}`` (the
             recipe's data pipeline run by the experiment's model on the training cells, its config fields in
-            ``pipeline``; written once under ``<run>/data/<name>/`` and shared by every seed and control).
-        recipe: Trainer: ``culturellm`` (default), ``culturespa`` (SFT on one answer per prompt) or
+            ``pipeline``; written once under ``<run>/data/<source>-<hash>/`` and shared by every seed, control and
+            condition with the same source, pipeline settings and cultures) or
+            ``{source: clca, pipeline: {...}}`` (a CLCA corpus: role-played dialogues on the bundled social
+            scenarios, which are not survey items, so no item of the split can leak into it). Any source takes
+            ``cultures: [ISO3, ...]``: the training cultures the records are made for (default: every training
+            culture of the split); the shuffled-label control then permutes labels among these.
+        recipe: Trainer: ``culturellm`` (default), ``culturespa`` (SFT on one answer per prompt), ``clca``
+            (:class:`~culture_align.trainers.CLCATrainer`, joint mode, ``clca`` or ``dataset`` source) or
             ``answer_distribution`` (forward KL on the whole distribution: the training cells' human distributions
             with ``wvs_answers``, or a soft-label CultureSPA / CultureLLM corpus with those sources).
         mode: ``joint`` (one adapter, culture in the prompt) or ``specific`` (one adapter per culture).
@@ -178,6 +189,15 @@ class ExperimentConfig:
             if c.recipe == "answer_distribution" and c.data.get("label", "distribution") != "distribution":
                 raise bad(f"{where}.data.label", "does not apply to recipe answer_distribution (it trains on the whole "
                           "distribution)")
+            if (c.recipe == "clca") != (c.data["source"] == "clca") and c.data["source"] != "dataset":
+                raise bad(f"{where}.recipe", "clca trains on a CLCA corpus (data.source clca or dataset), and a clca "
+                          "corpus trains with recipe clca")
+            if c.recipe == "clca" and c.mode != "joint":
+                raise bad(f"{where}.mode", "recipe clca trains one joint adapter (mode: joint)")
+            chosen = c.data.get("cultures")
+            if chosen is not None and (not isinstance(chosen, list) or len(chosen) < 2
+                                       or not all(isinstance(x, str) for x in chosen)):
+                raise bad(f"{where}.data.cultures", f"must be a list of at least 2 ISO3 codes, got {chosen!r}")
             if c.data["source"] == "dataset" and not c.data.get("path"):
                 raise bad(f"{where}.data.path", "is required for source: dataset")
             if c.setting not in ("culture-aware", "culture-unaware"):
@@ -188,11 +208,26 @@ class ExperimentConfig:
                 raise bad(f"{where}.seeds", f"has {len(c.seeds)} seed(s): a trained condition needs at least 3 "
                           "(or allow_short_training: true, and the report marks the row)")
 
+    def only_conditions(self, names: list[str]) -> ExperimentConfig:
+        """This experiment with only the trained conditions ``names`` (in config order).
+
+        Raises:
+            ValueError: a name that is no condition of the config.
+        """
+        known = [c.name for c in self.conditions]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"no condition named {', '.join(unknown)} in the config (it has: "
+                             f"{', '.join(known) or 'none'})")
+        return dataclasses.replace(self, conditions=[c for c in self.conditions if c.name in names])
+
     # ---------------------------------------------------------------------------------------- files
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "experiment config") -> ExperimentConfig:
         if not isinstance(data, dict):
             raise ValueError(f"{source}: an experiment config is a mapping, got {type(data).__name__}")
+        # Top-level keys starting with ``x-`` hold YAML anchors (shared budgets, cultures) and are not read.
+        data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -209,7 +244,7 @@ class ExperimentConfig:
                 if not isinstance(c, dict) or "name" not in c or "data" not in c or set(c) - cond_known:
                     raise ValueError(f"`conditions[{i}]` must be a mapping with name and data, and keys among "
                                      f"{', '.join(sorted(cond_known))}; got {c!r}")
-                conditions.append(TrainedCondition(**c))
+                conditions.append(TrainedCondition(**copy.deepcopy(c)))  # anchors share one dict in YAML
             return cls(split=SplitConfig(**split), conditions=conditions, **data)
         except TypeError as err:
             raise ValueError(f"{source}: {err}") from None

@@ -19,6 +19,7 @@ probabilities; the report holds aggregate scores).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from transformers.utils import logging
 
 from ..wvs.data import WVSData
 from .baselines import HUMAN_BASELINES, Calibration, fit_calibration, human_baseline_scores
-from .config import ExperimentConfig, TrainedCondition
+from .config import PIPELINE_SOURCES, ExperimentConfig, TrainedCondition
 from .controls import culture_derangement
 from .gates import TrainingGateError, check_adapter_changed
 from .splits import ExperimentSplit, make_split
@@ -126,7 +127,7 @@ class ExperimentRunner:
 
     def plan(self) -> list[str]:
         """What :meth:`run` would do, one line per stage, with sizes and optimizer steps."""
-        from .training import condition_optimizer_steps, condition_training_config
+        from .training import condition_cultures, condition_optimizer_steps, condition_training_config
 
         split = self.split()
         cells = split.test_cells(self.wvs)
@@ -136,13 +137,12 @@ class ExperimentRunner:
                  f"baselines: {', '.join(self.config.baselines)}"]
         for condition in self.config.conditions:
             source = condition.data["source"]
-            if source in ("culturellm", "culturespa") and not (
-                    self.output_dir / "data" / condition.name / "dataset").is_dir():
+            if source in PIPELINE_SOURCES and not (self._data_dir(condition) / "dataset").is_dir():
                 lines.append(f"data {condition.name}: the {source} pipeline runs first on the training cells "
-                             f"(-> {self.output_dir / 'data' / condition.name}); record counts and steps follow it")
+                             f"(-> {self._data_dir(condition)}); record counts and steps follow it")
                 continue
             for name, seed, shuffled in self._condition_variants(condition):
-                mapping = culture_derangement(split.train_cultures, seed) if shuffled else None
+                mapping = culture_derangement(condition_cultures(condition, split), seed) if shuffled else None
                 data = self._condition_dataset(condition, split, seed, mapping)
                 config = condition_training_config(condition, self.output_dir / "plan", seed, self.config.dtype)[0]
                 steps = condition_optimizer_steps(condition, data, config)
@@ -157,7 +157,16 @@ class ExperimentRunner:
         from .training import build_condition_dataset
 
         return build_condition_dataset(condition, self.wvs, split, seed, mapping, model=self.config.model,
-                                       dtype=self.config.dtype, data_dir=self.output_dir / "data" / condition.name)
+                                       dtype=self.config.dtype, data_dir=self._data_dir(condition))
+
+    def _data_dir(self, condition: TrainedCondition) -> Path:
+        """Where ``condition``'s pipeline writes: ``data/<source>-<hash>/``, the hash of what makes the corpus (the
+        source, its pipeline settings and cultures, the model and dtype), so conditions that train differently on
+        one corpus (a recipe and its soft-label variant) generate it once."""
+        spec = {key: condition.data.get(key) for key in ("source", "pipeline", "cultures")}
+        spec.update(model=self.config.model, dtype=self.config.dtype)
+        digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        return self.output_dir / "data" / f"{condition.data['source']}-{digest}"
 
     # ------------------------------------------------------------------------------------------ model
     def _base_model(self):
@@ -300,13 +309,13 @@ class ExperimentRunner:
                        untrained: Predictions) -> list[ConditionResult]:
         """Train and score every seed of ``condition`` (and its shuffled-label control)."""
         from ..models import resolve_model_path
-        from .training import train_condition, training_fingerprint
+        from .training import condition_cultures, train_condition, training_fingerprint
 
         model_path = resolve_model_path(self.config.model)
         rows: dict[str, ConditionResult] = {}
         runs = self._condition_variants(condition)
         for name, seed, shuffled in tqdm(runs, desc=f"train {condition.name}", disable=not self.show_progress):
-            mapping = culture_derangement(split.train_cultures, seed) if shuffled else None
+            mapping = culture_derangement(condition_cultures(condition, split), seed) if shuffled else None
             folder = self.output_dir / "adapters" / name / f"seed{seed}"
             dataset = self._condition_dataset(condition, split, seed, mapping)
             fingerprint = training_fingerprint(condition, dataset, self.config.model, self.config.dtype, seed)

@@ -24,11 +24,33 @@ import torch
 from ..cultures import get_culture
 from ..prompts.wvs import build_conversation, get_setting
 from ..wvs.data import WVSData
-from .config import TrainedCondition
+from .config import PIPELINE_SOURCES, TrainedCondition
 from .gates import check_training_length, first_step_learning_rate_schedule, optimizer_steps
 from .splits import ExperimentSplit, HeldOutError
 
-__all__ = ["build_condition_dataset", "train_condition"]
+__all__ = ["build_condition_dataset", "condition_cultures", "train_condition"]
+
+
+def condition_cultures(condition: TrainedCondition, split: ExperimentSplit) -> list[str]:
+    """The cultures ``condition``'s records are made for: ``data.cultures`` (ISO3, in that order) or every training
+    culture of ``split``.
+
+    Raises:
+        HeldOutError: a chosen culture is a test culture of a culture split.
+        ValueError: a chosen culture is not a training culture of the split (unknown or not in the data).
+    """
+    chosen = condition.data.get("cultures")
+    if chosen is None:
+        return list(split.train_cultures)
+    codes = [get_culture(c).iso3 for c in chosen]
+    held = [c for c in codes if c in split.test_cultures and split.culture_split]
+    if held:
+        raise HeldOutError(f"condition {condition.name}: data.cultures names test culture(s) {', '.join(held)}")
+    unknown = [c for c in codes if c not in split.train_cultures]
+    if unknown:
+        raise ValueError(f"condition {condition.name}: data.cultures {', '.join(unknown)} not among the split's "
+                         f"training cultures ({', '.join(split.train_cultures)})")
+    return list(dict.fromkeys(codes))
 
 
 def _wvs_answer_rows(view: WVSData, data: dict[str, Any], seed: int, labels_from: dict[str, str]) -> list[dict]:
@@ -61,7 +83,8 @@ def _recipe_corpus(condition: TrainedCondition, wvs: WVSData, split: ExperimentS
     """Run (or reuse) a recipe's data pipeline on the split's training cells; its corpus (``train`` and the rest).
 
     The experiment's model writes and answers (as in the papers' self-generated settings); ``data.pipeline``
-    overrides the pipeline config's fields. CultureLLM's seed items are the recipe's items that are training items;
+    overrides the pipeline config's fields; the cultures are :func:`condition_cultures`. CLCA's corpus is made from
+    its bundled social scenarios, which hold no survey item. CultureLLM's seed items are the recipe's items that are training items;
     CultureSPA's contamination guard keeps generated questions away from every item, held-out ones included.
     """
     finished = folder / "dataset"
@@ -69,7 +92,16 @@ def _recipe_corpus(condition: TrainedCondition, wvs: WVSData, split: ExperimentS
         return datasets.load_from_disk(str(finished))
     view = split.training_view(wvs)
     overrides = dict(condition.data.get("pipeline", {}))
-    overrides.setdefault("cultures", list(split.train_cultures))
+    overrides.setdefault("cultures", condition_cultures(condition, split))
+    if condition.data["source"] == "clca":  # social scenarios, no survey item: nothing of the split to guard
+        from ..backends import TransformersBackend
+        from ..models import load_model_and_tokenizer
+        from ..recipes.clca import CLCAPipeline
+        from ..scripts.clca import pipeline_config_from_dict
+
+        teacher_model, tokenizer = load_model_and_tokenizer(model, dtype=dtype)
+        teacher = TransformersBackend.from_model(teacher_model, tokenizer, model_id=model)
+        return CLCAPipeline(teacher, config=pipeline_config_from_dict(overrides)).run(folder)
     if condition.data["source"] == "culturellm":
         from ..backends import TransformersBackend
         from ..models import load_model_and_tokenizer
@@ -163,6 +195,8 @@ def build_condition_dataset(condition: TrainedCondition, wvs: WVSData, split: Ex
     source = condition.data["source"]
     if source == "wvs_answers":
         view = split.training_view(wvs)
+        if condition.data.get("cultures") is not None:
+            view = view.select(cultures=condition_cultures(condition, split))
         if distribution:
             table = wvs_distribution_rows(view, setting=condition.data.get("setting", "culture-aware"),
                                           labels_from=shuffled)
@@ -171,11 +205,13 @@ def build_condition_dataset(condition: TrainedCondition, wvs: WVSData, split: Ex
         if not len(table):
             raise ValueError(f"condition {condition.name}: the split's training cells give no records")
         return table.shuffle(seed=seed)
-    if source in ("culturellm", "culturespa"):
+    if source in PIPELINE_SOURCES:
         if model is None or data_dir is None:
             raise ValueError(f"condition {condition.name}: a recipe source needs the model and a data folder")
         corpus = _recipe_corpus(condition, wvs, split, model, dtype, data_dir)
-        soft = {"culturellm": culturellm_distribution_rows, "culturespa": culturespa_distribution_rows}[source]
+        if distribution and source == "clca":
+            raise ValueError(f"condition {condition.name}: a CLCA corpus holds dialogues, not answer distributions")
+        soft = {"culturellm": culturellm_distribution_rows, "culturespa": culturespa_distribution_rows}.get(source)
         table, where = (soft(corpus) if distribution else corpus["train"]), str(data_dir)
     else:
         table, where = _load_corpus(condition.data["path"]), condition.data["path"]
@@ -183,8 +219,13 @@ def build_condition_dataset(condition: TrainedCondition, wvs: WVSData, split: Ex
     missing = [c for c in needed if c not in table.column_names]
     if missing:
         raise ValueError(f"condition data {where}: missing column(s) {', '.join(missing)}")
+    if condition.data.get("cultures") is not None:  # a corpus on disk may hold more cultures than the condition's
+        chosen = set(condition_cultures(condition, split))
+        table = table.filter(lambda c: get_culture(c).iso3 in chosen, input_columns="culture")
+        if not len(table):
+            raise ValueError(f"condition data {where}: no row of the cultures in data.cultures")
     item_columns = [c for c in ("qid", "seed_id", "question_id") if c in table.column_names]
-    if split.item_split and not item_columns:
+    if split.item_split and not item_columns and condition.recipe != "clca":  # CLCA: scenarios, not survey items
         raise HeldOutError(f"condition data {where}: no column says which item a row was made from (qid, seed_id or "
                            "question_id), so an item split cannot check it for held-out items")
     if item_columns and split.item_split:  # the WVS item a row was made from (CultureLLM: seed_id)
@@ -218,15 +259,17 @@ def condition_training_config(condition: TrainedCondition, output_dir: Path, see
     """``(recipe config, trainer class, warm-up ratio, decay)`` of a trained condition: the recipe's config with the
     condition's ``training`` overrides (``warmup_ratio`` and ``lr_scheduler_type`` -- ``linear`` or ``constant`` --
     drive the gated schedule instead of the trainer's)."""
-    from ..trainers import ADAPTER_TRAINERS
+    from ..trainers import ADAPTER_TRAINERS, CLCAConfig, CLCATrainer
 
-    config_class, trainer_class = ADAPTER_TRAINERS[condition.recipe]
+    config_class, trainer_class = ADAPTER_TRAINERS.get(condition.recipe, (CLCAConfig, CLCATrainer))
     overrides = dict(condition.training)
     warmup_ratio = float(overrides.pop("warmup_ratio", 0.0))
     decay = overrides.pop("lr_scheduler_type", "linear")
     overrides.setdefault("logging_steps", 10)
+    if condition.recipe != "clca":  # CLCATrainer trains one adapter; the culture-adapter trainers take a mode
+        overrides["mode"] = condition.mode
     try:
-        config = config_class(output_dir=str(output_dir), mode=condition.mode, seed=seed, data_seed=seed,
+        config = config_class(output_dir=str(output_dir), seed=seed, data_seed=seed,
                               save_strategy="no", report_to="none", bf16=dtype == "bfloat16",
                               use_cpu=not torch.cuda.is_available(), **overrides)
     except TypeError as err:
@@ -271,7 +314,10 @@ def train_condition(condition: TrainedCondition, dataset: datasets.Dataset, mode
     config, trainer_class, warmup_ratio, decay = condition_training_config(condition, output_dir, seed, dtype)
     steps = condition_optimizer_steps(condition, dataset, config)
     short = check_training_length(steps, f"condition {condition.name} (seed {seed})", min_steps, allow_short_training)
-    peft_config = LoraConfig(task_type="CAUSAL_LM", **{**type(config).reference_lora, **condition.lora})
+    from ..trainers import CultureAdapterConfig
+
+    reference = getattr(type(config), "reference_lora", CultureAdapterConfig.reference_lora)  # CLCA: the library's
+    peft_config = LoraConfig(task_type="CAUSAL_LM", **{**reference, **condition.lora})
     start = time.perf_counter()
     trainer = _gated_trainer_class(trainer_class, warmup_ratio, decay)(
         model=model_path, args=config, train_dataset=dataset, peft_config=peft_config)

@@ -107,7 +107,7 @@ def _train_main(recipe: str, argv: Sequence[str] | None) -> int:
     from trl import ModelConfig, get_peft_config
 
     from ..models import resolve_model_path
-    from ..trainers import ADAPTER_TRAINERS
+    from ..trainers import ADAPTER_TRAINERS, end_distributed_run
 
     config_class, trainer_class = ADAPTER_TRAINERS["answer_distribution" if recipe == "distribution" else recipe]
     script_class = DistributionTrainScriptArguments if recipe == "distribution" else AdapterTrainScriptArguments
@@ -147,6 +147,9 @@ def _train_main(recipe: str, argv: Sequence[str] | None) -> int:
     where = (f"{training_args.output_dir}/<ISO3>/ for {', '.join(trainer.cultures)}"
              if training_args.mode == "specific" else training_args.output_dir)
     print(f"{trainer._name} {training_args.mode} adapter(s) saved to {where}")
+    accelerator = trainer.accelerator
+    del trainer
+    end_distributed_run(accelerator)  # under `accelerate launch` / torchrun: a clean exit on every rank
     return 0
 
 

@@ -104,7 +104,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     from trl import ModelConfig, get_peft_config
 
     from ..models import resolve_model_path
-    from ..trainers import CLCAConfig, CLCATrainer
+    from ..trainers import CLCAConfig, CLCATrainer, end_distributed_run
 
     argv = list(argv or [])
     config_path = None
@@ -130,4 +130,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     if training_args.push_to_hub:
         trainer.push_to_hub()
     print(f"adapter saved to {training_args.output_dir}")
+    accelerator = trainer.accelerator
+    del trainer
+    end_distributed_run(accelerator)  # under `accelerate launch` / torchrun: a clean exit on every rank
     return 0

@@ -5,6 +5,7 @@ from .clca import CLCAConfig, CLCATrainer
 from .culture_adapters import CultureAdapterConfig, CultureAdapterTrainer
 from .culturellm import CultureLLMConfig, CultureLLMTrainer
 from .culturespa import CultureSPAConfig, CultureSPATrainer
+from .distributed import end_distributed_run
 
 #: The culture-adapter trainers by recipe name: ``(Config class, Trainer class)``. One table for the CLI and the
 #: experiment runner.
@@ -26,4 +27,5 @@ __all__ = [
     "CultureLLMTrainer",
     "CultureSPAConfig",
     "CultureSPATrainer",
+    "end_distributed_run",
 ]
