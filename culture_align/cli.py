@@ -52,7 +52,8 @@ def _items(value: str) -> list[str]:
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("human data (one of)")
-    g.add_argument("--wvs", help="a WVS source: folder (questions + distributions), CSV, JSON or Parquet")
+    g.add_argument("--wvs", help="a WVS source: folder (questions + distributions), CSV, JSON or Parquet, or "
+                   "hf://owner/name for a GlobalOpinionQA-shaped Hub dataset (a path without hf:// is always local)")
     g.add_argument("--distributions", help="per-country distributions JSON ({ISO3: {qid: {code: p}}})")
     g.add_argument("--wvs-csv", help="the official WVS Wave 7 respondent-level CSV (enables personas)")
     g.add_argument("--questions", help="questions JSON (default: the bundled catalog, or the one beside the data)")
@@ -166,34 +167,73 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_eval_args(args: argparse.Namespace) -> None:
-    """Refuse, before any data or model is loaded, flags that leave nothing to score."""
+    """Refuse, before any data or model is loaded, flags that leave nothing to score or cannot run: empty lists,
+    counts below 1, prompt templates with unknown placeholders, missing adapters, an output folder that cannot be
+    written."""
+    from .prompts.wvs import get_setting
+    from .scripts.checks import check_at_least, check_model_reference, check_output_dir
+
     for flag, value in (("--cultures", args.cultures), ("--setting", args.setting), ("--items", args.items)):
         if value is not None and not value:
             raise ValueError(f"{flag} lists nothing (got an empty or comma-only value): a run that scores "
                              "nothing is an error")
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1 (answers per prompt in sampling mode), got {args.samples}")
+    check_at_least("--batch-size", args.batch_size)
+    check_at_least("--num-personas", args.num_personas)
     if args.adapter and args.adapters_dir:
         raise ValueError("use either --adapter or --adapters-dir")
+    for setting in args.setting:
+        get_setting(setting)  # a template file: read, and its placeholders checked
+    if args.adapter:
+        check_model_reference(args.adapter, "--adapter", marker="adapter_config.json")
+    if args.adapters_dir and not Path(args.adapters_dir).is_dir():
+        raise ValueError(f"--adapters-dir {args.adapters_dir}: no such folder")
+    check_output_dir(args.out)
+
+
+def _check_eval_tasks_args(args: argparse.Namespace) -> None:
+    """Refuse, before the tasks or the model are loaded, flags that cannot run (see :func:`_check_eval_args`)."""
+    from .prompts.tasks import get_task_setting
+    from .scripts.checks import check_at_least, check_output_dir
+
+    if not args.setting:
+        raise ValueError("--setting lists nothing (got an empty or comma-only value)")
+    check_at_least("--batch-size", args.batch_size)
+    check_at_least("--max-examples", args.max_examples)
+    for setting in args.setting:
+        get_task_setting(setting)  # a template file: read, and its placeholders checked
+    check_output_dir(args.out)
+
+
+def _load_checked_model(name: str, **kwargs):
+    """:func:`~culture_align.models.load_model_and_tokenizer` once the model reference is checked (a missing
+    folder, or a Hub id not in the cache while offline, fail here in one line)."""
+    from .models import load_model_and_tokenizer
+    from .scripts.checks import check_model_reference
+
+    check_model_reference(name, "--model")
+    return load_model_and_tokenizer(name, **kwargs)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
     from .evaluation import EvaluationConfig, SamplingParams, WVSEvaluator, scored_items
-    from .models import load_culture_adapters, load_model_and_tokenizer
+    from .models import load_culture_adapters
 
     _check_eval_args(args)
     wvs = _load_data(args)
     if wvs is None:
-        raise SystemExit("eval needs human data: --wvs, --distributions or --wvs-csv")
+        raise ValueError("eval needs human data: --wvs, --distributions or --wvs-csv")
     config = EvaluationConfig(
         settings=args.setting, mode=args.mode, items=args.items, exclude_items=args.exclude_items,
         batch_size=args.batch_size, num_personas=args.num_personas, seed=args.seed,
         sampling=SamplingParams(num_samples=args.samples, temperature=args.temperature, top_p=args.top_p,
                                 max_new_tokens=args.max_new_tokens, seed=args.seed),
     )
+    config.validate()
     if not args.adapters_dir or args.cultures is not None:  # otherwise the cultures come from the adapters
         scored_items(wvs, args.cultures, config)  # nothing to score: an error before the model is loaded
-    model, tokenizer = load_model_and_tokenizer(args.model, adapter=args.adapter, dtype=args.dtype)
+    model, tokenizer = _load_checked_model(args.model, adapter=args.adapter, dtype=args.dtype)
     if args.adapters_dir:
         model, config.adapters = load_culture_adapters(model, args.adapters_dir, cultures=args.cultures)
         if args.cultures is None and "*" not in config.adapters:  # default: the cultures that have an adapter
@@ -212,15 +252,17 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _run_eval_tasks(args: argparse.Namespace) -> int:
     from .cultures import CULTURES
     from .evaluation import TaskEvaluationConfig, TaskEvaluator, attach_adapters, load_tasks
-    from .models import load_model_and_tokenizer
+    from .scripts.checks import check_model_reference
 
+    _check_eval_tasks_args(args)
     tasks = load_tasks(args.tasks, names=args.task)
     adapter_dirs = {}
     for spec in args.adapter:
         key, sep, folder = spec.partition("=")
         key, folder = (key.strip().upper(), folder) if sep and key.strip().upper() in CULTURES else ("*", spec)
+        check_model_reference(folder, "--adapter", marker="adapter_config.json")
         adapter_dirs[key] = folder
-    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype)
+    model, tokenizer = _load_checked_model(args.model, dtype=args.dtype)
     adapters = None
     if adapter_dirs:
         model, adapters = attach_adapters(model, adapter_dirs)
@@ -242,6 +284,9 @@ def _run_experiment(args: argparse.Namespace) -> int:
     if args.conditions:
         config = config.only_conditions(args.conditions)
     runner = ExperimentRunner(config, output_dir=args.out)
+    from .scripts.checks import check_output_dir
+
+    check_output_dir(runner.output_dir, "the run folder (--out or output_dir)")  # before any model is loaded
     if args.dry_run:
         print("\n".join(runner.plan()))
         return 0
@@ -251,42 +296,104 @@ def _run_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_demo_args(args: argparse.Namespace) -> None:
+    """Refuse, before the model is loaded, demo flags that cannot run."""
+    from .cultures import get_culture
+    from .scripts.checks import check_at_least, check_model_reference, check_output_dir
+
+    check_at_least("--batch-size", args.batch_size)
+    if not args.cultures:
+        raise ValueError("--cultures lists nothing (got an empty or comma-only value)")
+    for culture in args.cultures:
+        get_culture(culture)
+    check_output_dir(args.out)
+    check_model_reference(args.model, "--model")
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """The failures a user's input causes (bad flags, configs, paths, models, network): reported in one line.
+
+    ``OSError`` covers missing files, folders that are files, permissions, and the Hub's HTTP and offline errors;
+    ``KeyError`` a missing key of a config or data file; ``yaml.YAMLError`` a config that is not YAML. Anything
+    else is a bug and keeps its traceback.
+    """
+    import yaml
+    from huggingface_hub.errors import EntryNotFoundError, HTTPError
+
+    return ValueError, OSError, KeyError, ImportError, yaml.YAMLError, HTTPError, EntryNotFoundError
+
+
+def _one_line(err: BaseException) -> str:
+    """The cause of ``err`` on one line (a ``KeyError`` of a bare key names it as missing; a network failure says
+    that it is one)."""
+    from huggingface_hub.errors import HTTPError
+
+    text = str(err) or type(err).__name__
+    if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str):
+        text = err.args[0] if " " in err.args[0].strip() else f"missing key {err.args[0]!r}"
+    elif isinstance(err, HTTPError) and not isinstance(err, OSError):  # a transport error: no host, refused, ...
+        text = f"network error ({type(err).__name__}): {text}"
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``culture-align`` command; an expected failure prints ``culture-align <command>: error: <cause>``
+    on one line and returns 2, a bug raises with its traceback."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "eval":
-            return _run_eval(args)
-        if args.command == "eval-tasks":
-            return _run_eval_tasks(args)
-        if args.command in ("generate", "train"):
-            return _recipe_entry(args.recipe, args.command)(args.args)
-        if args.command == "experiment":
-            return _run_experiment(args)
-        if args.command == "merge-shards":
-            from .recipes.sharding import merge_shards
-
-            corpus = merge_shards(args.folders, output_dir=args.out)
-            rows = ", ".join(f"{name}: {len(split)}" for name, split in corpus.items())
-            print(f"merged {len(args.folders)} shards ({rows}) -> {Path(args.out) / 'dataset'}")
-            return 0
-        if args.command == "push":
-            from .scripts.hub import push_main
-
-            return push_main([args.what, *args.args])
-        if args.command == "build-dataset":
-            from .scripts.hub import build_dataset_main
-
-            return build_dataset_main([args.builder, *args.args])
-        if args.command == "demo":
-            from .demo import run_demo
-
-            run_demo(args.out, model_name=args.model, cultures=tuple(args.cultures), wvs=_load_data(args),
-                     batch_size=args.batch_size, clca=not args.skip_clca)
-            return 0
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"culture-align {args.command}: error: {err}", file=sys.stderr)
+        return _dispatch(args)
+    except Exception as err:
+        if not isinstance(err, _expected_errors()):
+            raise
+        print(f"culture-align {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command ``args`` names."""
+    if args.command == "eval":
+        return _run_eval(args)
+    if args.command == "eval-tasks":
+        return _run_eval_tasks(args)
+    if args.command in ("generate", "train"):
+        return _recipe_entry(args.recipe, args.command)(args.args)
+    if args.command == "experiment":
+        return _run_experiment(args)
+    if args.command == "merge-shards":
+        return _run_merge_shards(args)
+    if args.command == "push":
+        from .scripts.hub import push_main
+
+        return push_main([args.what, *args.args])
+    if args.command == "build-dataset":
+        from .scripts.hub import build_dataset_main
+
+        return build_dataset_main([args.builder, *args.args])
+    if args.command == "demo":
+        return _run_demo(args)
     return 1
+
+
+def _run_merge_shards(args: argparse.Namespace) -> int:
+    """`merge-shards`: the output folder is checked before any shard is read."""
+    from .recipes.sharding import merge_shards
+    from .scripts.checks import check_output_dir
+
+    check_output_dir(args.out)
+    corpus = merge_shards(args.folders, output_dir=args.out)
+    rows = ", ".join(f"{name}: {len(split)}" for name, split in corpus.items())
+    print(f"merged {len(args.folders)} shards ({rows}) -> {Path(args.out) / 'dataset'}")
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    """`demo`: its flags are checked before the model is loaded."""
+    from .demo import run_demo
+
+    _check_demo_args(args)
+    run_demo(args.out, model_name=args.model, cultures=tuple(args.cultures), wvs=_load_data(args),
+             batch_size=args.batch_size, clca=not args.skip_clca)
+    return 0
 
 
 if __name__ == "__main__":

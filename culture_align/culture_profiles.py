@@ -12,7 +12,6 @@ could not state with confidence have no profile, and asking for one raises :clas
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
@@ -20,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from .cultures import Culture, get_culture
+from .input_files import parse_json, read_text
 
 __all__ = [
     "CultureProfile",
@@ -111,7 +111,8 @@ def _parse_profiles(data: object, source: str) -> dict[str, CultureProfile]:
 @lru_cache(maxsize=1)
 def _bundled() -> dict[str, CultureProfile]:
     text = resources.files("culture_align").joinpath("data/culture_profiles.json").read_text(encoding="utf-8")
-    return _parse_profiles(json.loads(text), "culture_align/data/culture_profiles.json")
+    source = "culture_align/data/culture_profiles.json"
+    return _parse_profiles(parse_json(text, source), source)
 
 
 def load_culture_profiles(path: str | os.PathLike | None = None) -> dict[str, CultureProfile]:
@@ -121,10 +122,10 @@ def load_culture_profiles(path: str | os.PathLike | None = None) -> dict[str, Cu
         return dict(_bundled())
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+        text = read_text(path)
+    except OSError as err:
         raise ValueError(f"{path}: cannot read culture profiles: {err}") from err
-    return _parse_profiles(data, str(path))
+    return _parse_profiles(parse_json(text, f"{path}: cannot read culture profiles"), str(path))
 
 
 def available_profiles() -> list[str]:

@@ -37,6 +37,8 @@ from huggingface_hub import (
 from transformers.utils import logging
 
 from .cultures import get_culture
+from .redaction import pickled_secrets
+from .wvs.loaders import hub_dataset_id
 
 if TYPE_CHECKING:
     from .builders import BuiltConfig, CorpusBuilder
@@ -383,7 +385,7 @@ def eval_results_from_report(
     data = _report_dict(report)
     keep = None if cultures is None else {get_culture(c).iso3 for c in cultures}
     source = str(data.get("data_source") or "")
-    dataset_type = dataset_id or (source.split("[")[0] if _HUB_ID.match(source.split("[")[0]) else "wvs")
+    dataset_type = dataset_id or hub_dataset_id(source.split("[")[0]) or "wvs"  # hf://owner/name: a Hub load
     results = []
     for row in data["summary"]:
         culture = row.get("culture")
@@ -401,15 +403,46 @@ def eval_results_from_report(
     return results
 
 
+_HF_CACHE_REPO = re.compile(r"^models--(?P<owner>[^/\\]+?)--(?P<name>[^/\\]+)$")
+
+
+def _cached_hub_id(name_or_path: str) -> str | None:
+    """The Hub id of a folder of a local model cache, also when that folder is not on this machine: a
+    ``huggingface_hub`` cache folder (``.../models--<owner>--<name>/snapshots/<revision>``) or an embedded model
+    converted into the culture-align cache (``.../models/<alias>-<version>``). None for any other path."""
+    from .models import EMBEDDED_MODELS
+
+    parts = Path(name_or_path).parts
+    for part in parts:
+        match = _HF_CACHE_REPO.match(part)
+        if match:
+            return f"{match['owner']}/{match['name']}"
+    if len(parts) >= 2 and parts[-2] == "models":
+        for model in EMBEDDED_MODELS.values():
+            if parts[-1] == f"{model.alias}-{model.version}":
+                return model.hub_id
+    return None
+
+
 def _hub_base_model(name_or_path: str | None) -> str | None:
-    """A Hub id for the base model: the id itself, the id a converted embedded model came from, else None."""
+    """A Hub id for the base model: the id itself, the id a converted embedded model came from (its
+    ``EMBEDDED_SOURCE.txt``), the id of a local model cache folder, else None."""
     if not name_or_path:
         return None
+    cached = _cached_hub_id(name_or_path)
+    if cached is not None:
+        return cached
     path = Path(name_or_path)
     if path.is_dir():
         marker = path / "EMBEDDED_SOURCE.txt"
         return marker.read_text().split("\n", 1)[0].strip() or None if marker.is_file() else None
     return name_or_path if _HUB_ID.match(name_or_path) else None
+
+
+def _base_model_label(name_or_path: str | None) -> str | None:
+    """How a card names the base model: its Hub id when there is one (never the path of a local model cache,
+    which means nothing on another machine), else the name or folder the user gave."""
+    return _hub_base_model(name_or_path) or name_or_path or None
 
 
 _ADAPTER_KEYS = ("peft_type", "r", "lora_alpha", "lora_dropout", "target_modules", "modules_to_save", "use_dora",
@@ -451,7 +484,9 @@ def adapter_model_card(
 
     Args:
         recipe: ``"clca"``, ``"culturespa"`` or ``"culturellm"`` (see :data:`RECIPES`).
-        base_model: Hub id or local path of the base model (a local path is named in the text, not the YAML).
+        base_model: Hub id or local path of the base model. A folder of a local model cache (the Hub cache, a
+            converted embedded model) is shown as its Hub id; another local path is named in the text, not the
+            YAML.
         cultures: ISO3 codes the adapter was trained for.
         datasets_used: Hub ids of the training data.
         training_config: The recipe's training settings (hyper-parameters), shown as JSON.
@@ -469,6 +504,7 @@ def adapter_model_card(
     info = RECIPES[recipe]
     cultures = [get_culture(c).iso3 for c in cultures]
     hub_base = _hub_base_model(base_model)
+    base_label = _base_model_label(base_model)
     name = model_name or (repo_id.split("/")[-1] if repo_id else f"{recipe}-adapter") + (
         f"-{subfolder}" if subfolder and not model_name else "")
     report_data = _report_dict(report)
@@ -482,17 +518,17 @@ def adapter_model_card(
     load_args = f'"{target}"' + (f', subfolder="{subfolder}"' if subfolder else "")
     body = [
         f"# {name}", "",
-        f"A LoRA adapter for `{hub_base or base_model or 'the base model'}` trained with the {info.name} recipe "
+        f"A LoRA adapter for `{base_label or 'the base model'}` trained with the {info.name} recipe "
         f"([{info.paper_title}](https://arxiv.org/abs/{info.arxiv_id})) of culture-align"
         + (f", to reflect the values of {_cultures_phrase(cultures)}." if cultures else "."), "",
         "## How to load", "", "```python", "from peft import PeftModel",
         "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-        f'base = AutoModelForCausalLM.from_pretrained("{hub_base or base_model or "<base model>"}")',
-        f'tokenizer = AutoTokenizer.from_pretrained("{hub_base or base_model or "<base model>"}")',
+        f'base = AutoModelForCausalLM.from_pretrained("{base_label or "<base model>"}")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{base_label or "<base model>"}")',
         f"model = PeftModel.from_pretrained(base, {load_args})", "```", "",
         "or with culture-align: `load_model_and_tokenizer(base, adapter=...)`.", "",
         "## Training", "", f"- Recipe: {info.name} (`{recipe}`)",
-        f"- Base model: `{base_model}`" if base_model else "- Base model: not recorded",
+        f"- Base model: `{base_label}`" if base_label else "- Base model: not recorded",
     ]
     if datasets_used:
         body.append("- Training data: " + ", ".join(f"[{d}](https://huggingface.co/datasets/{d})"
@@ -532,12 +568,20 @@ def update_adapter_card(
     subfolder: str | None = None,
     report: WVSReport | Mapping[str, Any] | str | os.PathLike | None = None,
     datasets_used: Sequence[str] = (),
+    base_model: str | None = None,
 ) -> ModelCard:
     """An existing culture-align adapter card with what only the push knows: the repo (and subfolder) in the
     loading snippet, the training datasets, and the evaluation (``model-index`` and the Evaluation section).
-    Everything else, e.g. the training settings a trainer recorded, is kept."""
+    Everything else, e.g. the training settings a trainer recorded, is kept.
+
+    ``base_model`` (``base_model_name_or_path`` of the adapter's config): when it is a folder of a local model
+    cache, a card written before cards named its Hub id has that path replaced by the id (text and YAML)."""
     data = card.data
     text = card.text
+    hub_base = _cached_hub_id(base_model) if base_model else None
+    if hub_base is not None:
+        text = text.replace(base_model, hub_base)
+        data.base_model = data.base_model or hub_base
     if repo_id is not None:
         args = f'"{repo_id}"' + (f', subfolder="{subfolder}"' if subfolder else "")
         text = _LOAD_CALL.sub(lambda _: f"PeftModel.from_pretrained(base, {args})", text, count=1)
@@ -572,11 +616,15 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
 
 
-def _recipe_of_card(readme: Path) -> str | None:
-    if not readme.is_file():
-        return None
-    tags = ModelCard.load(readme).data.get("tags") or []
+def _card_recipe(card: ModelCard) -> str | None:
+    """The recipe of a culture-align card (its recipe tag), None for any other card."""
+    tags = card.data.get("tags") or []
     return next((t for t in tags if t in RECIPES), None) if LIBRARY_TAG in tags else None
+
+
+def _recipe_of_card(readme: Path) -> str | None:
+    """The recipe of the culture-align card at ``readme``; None when there is none or it is not ours."""
+    return _card_recipe(ModelCard.load(readme)) if readme.is_file() else None
 
 
 def adapter_card_from_folder(
@@ -699,15 +747,34 @@ def write_trainer_model_card(
 
 
 _SKIP_UPLOAD = ("checkpoint-*", "runs", "_*", ".*", "__pycache__", "*.pyc")
+_TRAINING_ARGS = "training_args.bin"
+
+
+def _free_of_secrets(path: Path) -> bool:
+    """False (with a warning naming the file) for a ``training_args.bin`` that holds a Hub token or cannot be
+    checked for one; True for it when clean, and for every other file."""
+    if path.name != _TRAINING_ARGS:
+        return True
+    try:
+        secrets = pickled_secrets(path)
+    except (ValueError, OSError) as err:
+        logger.warning(f"{path}: not uploaded, since it cannot be checked for a Hub token ({err})")
+        return False
+    if secrets:
+        logger.warning(f"{path}: not uploaded, since it holds {', '.join(secrets)} (a run that saved its "
+                       "TrainingArguments with a token). Delete the file, and revoke the token if it was shared.")
+        return False
+    return True
 
 
 def _adapter_files(folder: Path, prefix: str = "") -> dict[str, Path]:
-    """``{path in repo: local path}`` of an adapter folder, without checkpoints, logs and hidden files."""
+    """``{path in repo: local path}`` of an adapter folder, without checkpoints, logs, hidden files and any
+    ``training_args.bin`` holding a token."""
     files = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
         if path.is_file() and not any(fnmatch.fnmatchcase(part, pattern) for part in rel.parts
-                                      for pattern in _SKIP_UPLOAD):
+                                      for pattern in _SKIP_UPLOAD) and _free_of_secrets(path):
             files[f"{prefix}{rel.as_posix()}"] = path
     return files
 
@@ -716,6 +783,14 @@ def _culture_adapters(folder: Path) -> dict[str, Path]:
     """``{ISO3: subfolder}`` of a specific-mode folder (one adapter per culture subfolder)."""
     return {sub.name: sub for sub in sorted(folder.iterdir())
             if sub.is_dir() and _ISO3.match(sub.name) and (sub / "adapter_config.json").is_file()}
+
+
+def _upload_with_cards(folder: Path, cards: Mapping[str, ModelCard]) -> dict[str, Path | bytes]:
+    """What to upload from ``folder``: its files (:func:`_adapter_files`), with the cards to push (``{path in
+    repo: card}``) as bytes in place of (or besides) the README files on disk, which are left as they are."""
+    files: dict[str, Path | bytes] = dict(_adapter_files(folder))
+    files.update({rel: str(card).encode("utf-8") for rel, card in cards.items()})
+    return dict(sorted(files.items()))
 
 
 def push_adapter(
@@ -738,7 +813,9 @@ def push_adapter(
     an overview card at the root), or with ``per_culture_repos=True`` to one repo per culture: ``repo_id`` with
     ``{culture}`` replaced by the ISO3 code, or ``<repo_id>-<iso3 lowercase>``.
 
-    The card is (re)written when the folder has no culture-align card or when a ``report`` is given.
+    The card is (re)written when the folder has no culture-align card or when a ``report`` is given. Cards are
+    uploaded from memory and written to the folder only once their commit succeeded: a failed push leaves the
+    local files as they were. A ``training_args.bin`` holding a Hub token is left out (with a warning).
 
     Returns:
         The repo ids pushed to.
@@ -751,41 +828,50 @@ def push_adapter(
         raise FileNotFoundError(f"{folder}: neither an adapter (adapter_config.json) nor a folder of per-culture "
                                 "adapters (<ISO3>/adapter_config.json)")
 
-    def refresh_card(adapter: Path, target: str, subfolder: str | None = None) -> str:
+    def card_for(adapter: Path, target: str, subfolder: str | None = None) -> tuple[str, ModelCard]:
+        """The recipe and the card to push for ``adapter`` (nothing is written)."""
         readme = adapter / "README.md"
         ours = _recipe_of_card(readme)
         if ours is None:  # no card, or PEFT's generic one
-            adapter_card_from_folder(adapter, recipe=recipe, report=report, repo_id=target, subfolder=subfolder,
-                                     datasets_used=datasets_used).save(readme)
-            return _recipe_of_card(readme)
-        update_adapter_card(ModelCard.load(readme), repo_id=target, subfolder=subfolder, report=report,
-                            datasets_used=datasets_used).save(readme)
-        return ours
+            card = adapter_card_from_folder(adapter, recipe=recipe, report=report, repo_id=target,
+                                            subfolder=subfolder, datasets_used=datasets_used)
+            return _card_recipe(card), card
+        base = _read_json(adapter / "adapter_config.json").get("base_model_name_or_path")
+        return ours, update_adapter_card(ModelCard.load(readme), repo_id=target, subfolder=subfolder,
+                                         report=report, datasets_used=datasets_used, base_model=base)
 
-    def commit(target: str, files: dict[str, Path], message: str) -> None:
+    def commit(target: str, root: Path, cards: dict[str, ModelCard], message: str) -> None:
+        """Upload ``root`` with ``cards`` in one commit; then (only then) write the cards into ``root``."""
         api.create_repo(target, repo_type="model", private=private, exist_ok=True, token=token)
-        operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(local)) for p, local in files.items()]
+        operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=local if isinstance(local, bytes)
+                                         else str(local)) for p, local in _upload_with_cards(root, cards).items()]
         api.create_commit(target, operations=operations, commit_message=message, repo_type="model", token=token)
+        for rel, card in cards.items():
+            card.save(root / rel)
 
     if single:
-        used = refresh_card(folder, repo_id)
-        commit(repo_id, _adapter_files(folder), commit_message or f"Upload culture-align {used} adapter")
+        used, card = card_for(folder, repo_id)
+        commit(repo_id, folder, {"README.md": card}, commit_message or f"Upload culture-align {used} adapter")
         return [repo_id]
     if per_culture_repos:
+        from .prompts.templates import check_placeholders
+
+        check_placeholders(repo_id, ("culture",), "repo_id")  # before the first upload, not in the middle
         pushed = []
         for culture, sub in adapters.items():
             target = repo_id.format(culture=culture) if "{culture}" in repo_id else f"{repo_id}-{culture.lower()}"
-            used = refresh_card(sub, target)
-            commit(target, _adapter_files(sub), commit_message or f"Upload culture-align {used} adapter for {culture}")
+            used, card = card_for(sub, target)
+            commit(target, sub, {"README.md": card},
+                   commit_message or f"Upload culture-align {used} adapter for {culture}")
             pushed.append(target)
         return pushed
-    used = None
+    used, cards = None, {}
     for culture, sub in adapters.items():
-        used = refresh_card(sub, repo_id, subfolder=culture)
-    _overview_card(folder, adapters, used, repo_id, report).save(folder / "README.md")
-    files = _adapter_files(folder)  # the culture subfolders, the overview card and any index file beside them
-    commit(repo_id, files, commit_message or f"Upload culture-align {used} adapters for {', '.join(adapters)} "
-                                             "(one subfolder per culture)")
+        used, cards[f"{culture}/README.md"] = card_for(sub, repo_id, subfolder=culture)
+    cards["README.md"] = _overview_card(folder, adapters, used, repo_id, report)
+    # the culture subfolders, the overview card and any index file beside them
+    commit(repo_id, folder, cards, commit_message or f"Upload culture-align {used} adapters for "
+                                                      f"{', '.join(adapters)} (one subfolder per culture)")
     return [repo_id]
 
 

@@ -67,8 +67,10 @@ def alignment_math() -> ModuleType:
       (row i: k_i >= 2 non-negative numbers, renormalised) -> ``kl_divergence`` (nats), ``js_distance``
       (sqrt of nats, in [0, sqrt(ln 2)]), ``similarity`` (1 - JSD), ``accuracy`` (share, 0-1),
       ``kl_per_item``, ``js_per_item`` (lists of N floats), ``num_items``.
-    - ``alignment_score(answers, gold, num_options) -> dict``: N codes (None / negative = missing) ->
-      ``alignment_score`` (0-100, NaN when nothing is scored), ``n_scored``, ``n_invalid``, ``n_no_gold``.
+    - ``alignment_score(answers, gold, num_options, first_code=None) -> dict``: N codes (None / negative =
+      missing; ``first_code``: the lowest code of each item's scale, e.g. ``min(question.codes)``, so that a
+      code outside it is refused) -> ``alignment_score`` (0-100, NaN when nothing is scored), ``n_scored``,
+      ``n_invalid``, ``n_no_gold``.
     - per-row helpers on normalised 1-D arrays: ``kl_divergence(p, q, eps)``, ``js_divergence(p, q)``,
       ``js_distance(p, q)``; ``validate_distributions(predictions, references)``; ``DEFAULT_EPS``.
     """

@@ -566,13 +566,15 @@ def test_load_wvs_reads_a_hub_dataset(monkeypatch):
         return datasets.Dataset.from_list(_goqa_rows())
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    data = load_wvs("someone/global_opinions")
+    data = load_wvs("hf://someone/global_opinions")
     assert calls == [("someone/global_opinions", "train")]
-    assert set(data.cultures) == {"NGA", "GBR", "DEU"} and data.source == "someone/global_opinions[train]"
+    assert set(data.cultures) == {"NGA", "GBR", "DEU"} and data.source == "hf://someone/global_opinions[train]"
+    load_wvs("hf://datasets/someone/global_opinions")  # the huggingface_hub spelling
+    assert calls[-1] == ("someone/global_opinions", "train")
     other = datasets.Dataset.from_dict({"x": [0]})
     monkeypatch.setattr(datasets, "load_dataset", lambda repo_id, split: other)
     with pytest.raises(ValueError, match="GlobalOpinionQA"):
-        load_wvs("someone/other")
+        load_wvs("hf://someone/other")
 
 
 def test_wvs_csv_keeps_unanswered_codes_and_needs_a_culture(tmp_path, catalog):

@@ -20,6 +20,7 @@ from pathlib import Path
 from transformers.utils import logging
 
 from ..jsonl import iter_append_only_jsonl
+from ..redaction import redact_url
 from .base import (
     Conversation,
     GenerationBackend,
@@ -130,6 +131,9 @@ class CompletionCache:
 class CachedBackend(GenerationBackend):
     """Wrap a backend with a :class:`CompletionCache`: only requests not in the cache reach the backend.
 
+    The model id in keys and cache lines is the backend's with any URL credentials replaced by ``***``
+    (:func:`culture_align.redaction.redact_url`; backends of this library already give it so).
+
     Args:
         backend: The backend that generates on a miss.
         cache: A :class:`CompletionCache` or the path of its file.
@@ -142,7 +146,7 @@ class CachedBackend(GenerationBackend):
         self.backend = backend
         self.cache = cache if isinstance(cache, CompletionCache) else CompletionCache(cache)
         self.chunk_size = chunk_size
-        self.model_id = backend.model_id
+        self.model_id = redact_url(backend.model_id)  # keys and cache lines never hold a URL's credentials
         self.supports_json_schema = backend.supports_json_schema
         self.continuous_batching = backend.continuous_batching
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..redaction import redact_url
 from .base import GenerationBackend
 
 __all__ = ["backend_from_config"]
@@ -22,7 +23,7 @@ def backend_from_config(spec: dict[str, Any] | str) -> GenerationBackend:
     spec = dict(spec)
     kind = spec.pop("backend", "transformers")
     if "model" not in spec:
-        raise ValueError(f"backend config {spec!r} needs a 'model'")
+        raise ValueError(f"backend config {redact_url(repr(spec))} needs a 'model'")
     if kind == "transformers":
         from .transformers import TransformersBackend
 

@@ -6,7 +6,10 @@ failures (HTTP 429, 408, 5xx, timeouts, connection errors) are retried with expo
 other errors (a 400 for a bad request, a 401 for a wrong key) are raised at once.
 
 The API key is read from one environment variable only (``OPENAI_API_KEY`` by default). It is handed to the
-HTTP client and nowhere else: it is not stored on the backend, never logged, and not in ``repr``.
+HTTP client and nowhere else: it is not stored on the backend, never logged, and not in ``repr``. Credentials in
+the server URL (``user:password@``, ``?token=``, ``?api_key=``, ...) are treated alike: the real URL goes to the
+HTTP client only; ``base_url``, ``model_id`` (hence cache keys, ``cache.jsonl``, provenance and ``stats.json``),
+logs and raised errors carry it with the credentials replaced by ``***`` (:func:`culture_align.redaction.redact_url`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
+from ..redaction import redact_error, redact_url
 from .base import Conversation, GenerationBackend, GenerationParams, GenerationStats, request_key
 
 logger = logging.get_logger(__name__)
@@ -85,12 +89,25 @@ class _OpenAIClient:
     def __init__(self, base_url: str, api_key: str, timeout: float | None) -> None:
         import openai
 
-        url = base_url if base_url.rstrip("/").endswith("/v1") else base_url.rstrip("/") + "/v1"
+        url, query = _split_query(base_url)
         # Retries are ours (with our backoff and error classes): the client's own are turned off.
-        self._client = openai.OpenAI(base_url=url, api_key=api_key, timeout=timeout, max_retries=0)
+        self._client = openai.OpenAI(base_url=url, api_key=api_key, timeout=timeout, max_retries=0,
+                                     default_query=query or None)
 
     def chat_completion(self, messages: Conversation, **kwargs: Any) -> Any:
         return self._client.chat.completions.create(messages=messages, **kwargs)
+
+
+def _split_query(base_url: str) -> tuple[str, dict[str, str]]:
+    """``(URL ending in /v1, its query parameters)``: the openai client appends request paths to the base URL
+    as text, so a query (``?api-version=...&api_key=...``) must travel as ``default_query`` instead."""
+    from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+    parts = urlsplit(base_url)
+    path = parts.path.rstrip("/")
+    path = path if path.endswith("/v1") else path + "/v1"
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit(parts._replace(path=path, query="", fragment="")), query
 
 
 def _hub_offline() -> bool:
@@ -113,7 +130,8 @@ def make_client(kind: str, base_url: str, api_key: str, timeout: float | None) -
             if importlib.util.find_spec("openai") is None:
                 raise RuntimeError(
                     "HF_HUB_OFFLINE is set, so huggingface_hub's InferenceClient refuses to send requests (even to "
-                    f"{base_url}): unset HF_HUB_OFFLINE, or `pip install openai` to use the openai client instead"
+                    f"{redact_url(base_url)}): unset HF_HUB_OFFLINE, or `pip install openai` to use the openai client "
+                    "instead"
                 )
             kind = "openai"
     if kind == "huggingface_hub":
@@ -134,7 +152,9 @@ class OpenAICompatibleBackend(GenerationBackend):
     """Generate through an OpenAI-compatible chat-completions server.
 
     Args:
-        base_url: The server, e.g. ``"http://127.0.0.1:8000/v1"`` (``/v1`` is added when missing).
+        base_url: The server, e.g. ``"http://127.0.0.1:8000/v1"`` (``/v1`` is added when missing). Credentials in
+            it reach the HTTP client only; the :attr:`base_url` attribute, :attr:`model_id`, logs and errors show
+            it redacted.
         model: The model name the server knows.
         api_key_env: Environment variable holding the API key (default ``"OPENAI_API_KEY"``); unset means
             no key (a placeholder is sent).
@@ -163,7 +183,9 @@ class OpenAICompatibleBackend(GenerationBackend):
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        self.base_url = base_url.rstrip("/")
+        url = base_url.rstrip("/")
+        self.base_url = redact_url(url)
+        """The server URL as shown (logs, errors, ``repr``), credentials replaced by ``***``."""
         self.model = model
         self.model_id = f"{self.base_url}|{model}"
         self.api_key_env = api_key_env
@@ -181,9 +203,9 @@ class OpenAICompatibleBackend(GenerationBackend):
         if api_key is None:
             logger.info(f"${api_key_env} is not set: calling {self.base_url} without an API key")
         if client_factory is not None:
-            self._client = client_factory(base_url=self.base_url, api_key=api_key or NO_API_KEY, timeout=timeout)
+            self._client = client_factory(base_url=url, api_key=api_key or NO_API_KEY, timeout=timeout)
         else:
-            self._client = make_client(client, self.base_url, api_key or NO_API_KEY, timeout)
+            self._client = make_client(client, url, api_key or NO_API_KEY, timeout)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model!r}, "
@@ -222,6 +244,7 @@ class OpenAICompatibleBackend(GenerationBackend):
             try:
                 out = self._client.chat_completion(conversation, **kwargs)
             except Exception as error:  # classified below: retried or raised
+                redact_error(error)  # its message may quote the real URL, credentials included
                 if not is_retryable_error(error):
                     logger.error(f"{self.base_url} (model {self.model!r}) rejected a request: "
                                  f"{type(error).__name__} (HTTP {_status_code(error)})")

@@ -280,6 +280,7 @@ class WVSEvaluator:
         human = [self.wvs.distribution(culture.iso3, q) for q in qids]
         gold = [self.wvs.modal_code(culture.iso3, q) for q in qids]
         n_opts = [q.num_options for q in questions]
+        firsts = [min(q.codes) for q in questions]
         uniform = [np.full(q.num_options, 1.0 / q.num_options) for q in questions]
         dist = self._math.distribution_scores(uniform, human)
         # Answers drawn uniformly at random: the chance level of the argmax-based scores.
@@ -287,7 +288,7 @@ class WVSEvaluator:
         scores, hits = [], []
         for _ in range(self.config.random_answer_draws):
             answers = [int(rng.choice(q.codes)) for q in questions]
-            scores.append(self._math.alignment_score(answers, gold, n_opts)["alignment_score"])
+            scores.append(self._math.alignment_score(answers, gold, n_opts, firsts)["alignment_score"])
             hits.append(np.mean([a == g for a, g in zip(answers, gold)]))
         rows = [dict(reference="uniform", culture=culture.iso3, n_items=len(qids),
                      kl_divergence=dist["kl_divergence"], js_distance=dist["js_distance"],
@@ -303,7 +304,8 @@ class WVSEvaluator:
             pred = [self.wvs.distribution(other, qids[i]) for i in shared]
             d = self._math.distribution_scores(pred, [human[i] for i in shared])
             a = self._math.alignment_score([self.wvs.modal_code(other, qids[i]) for i in shared],
-                                           [gold[i] for i in shared], [n_opts[i] for i in shared])
+                                           [gold[i] for i in shared], [n_opts[i] for i in shared],
+                                           [firsts[i] for i in shared])
             others.append(dict(other=other, n_items=len(shared), kl_divergence=d["kl_divergence"],
                                js_distance=d["js_distance"], similarity=d["similarity"], accuracy=d["accuracy"],
                                alignment_score=a["alignment_score"]))
@@ -398,7 +400,8 @@ class WVSEvaluator:
                                       skipped_no_valid_answer=len(questions) - len(scored))
         if scored:
             dist = self._math.distribution_scores([a.probs for _, a in scored], human)
-            align = self._math.alignment_score(model_codes, gold, [q.num_options for q, _ in scored])
+            align = self._math.alignment_score(model_codes, gold, [q.num_options for q, _ in scored],
+                                               [min(q.codes) for q, _ in scored])
             result.update(kl_divergence=dist["kl_divergence"], js_distance=dist["js_distance"],
                           similarity=dist["similarity"], accuracy=dist["accuracy"],
                           alignment_score=align["alignment_score"])

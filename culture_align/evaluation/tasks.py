@@ -19,8 +19,6 @@ argmax is often one label for every text.
 
 from __future__ import annotations
 
-import csv
-import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,6 +32,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from ..cultures import get_culture
+from ..input_files import parse_json, read_csv, read_json_lines, read_text
 from ..models import attach_adapters  # re-exported: the adapters of a task culture
 from ..prompts.tasks import (
     TaskPromptTemplate,
@@ -181,28 +180,19 @@ def read_task_examples(data: str | Path | datasets.Dataset, labels: Mapping[str,
             raise FileNotFoundError(f"task data file {path} does not exist")
         suffix = path.suffix.lower()
         if suffix in (".jsonl", ".json"):
-            with path.open(encoding="utf-8") as f:
-                for line_no, line in enumerate(f, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise ValueError(f"{path}, line {line_no}: invalid JSON ({err.msg})") from None
-                    records.append(_check_example(f"{path}, line {line_no}", record, labels, text_column,
-                                                  label_column))
+            for line_no, record in read_json_lines(path):
+                records.append(_check_example(f"{path}, line {line_no}", record, labels, text_column,
+                                              label_column))
         elif suffix in (".csv", ".tsv"):
-            with path.open(encoding="utf-8", newline="") as f:
-                reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-                header = reader.fieldnames or []
-                missing = [c for c in (text_column, label_column) if c not in header]
-                if header and missing:
-                    raise ValueError(f"{path}: no column {missing[0]!r} (columns: {', '.join(header)})")
-                for record in reader:
-                    if not any((v or "").strip() for v in record.values() if isinstance(v, str)):
-                        continue
-                    records.append(_check_example(f"{path}, line {reader.line_num}", record, labels, text_column,
-                                                  label_column))
+            header, rows = read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
+            missing = [c for c in (text_column, label_column) if c not in header]
+            if header and missing:
+                raise ValueError(f"{path}: no column {missing[0]!r} (columns: {', '.join(header)})")
+            for line_no, record in rows:
+                if not any((v or "").strip() for v in record.values() if isinstance(v, str)):
+                    continue
+                records.append(_check_example(f"{path}, line {line_no}", record, labels, text_column,
+                                              label_column))
         else:
             raise ValueError(f"{path}: unsupported task file type {path.suffix!r} (use .jsonl, .json, .csv, .tsv)")
     if not records:
@@ -214,16 +204,21 @@ def read_task_examples(data: str | Path | datasets.Dataset, labels: Mapping[str,
 
 
 def _read_index(path: Path) -> list[Any]:
+    """The task entries of an index file (JSON, or YAML for ``.yaml``/``.yml``), read as UTF-8 by
+    :mod:`culture_align.input_files` (a JSON object may not repeat a key)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except OSError as err:
         raise FileNotFoundError(f"task index {path} cannot be read: {err}") from None
     import yaml
 
-    try:
-        data = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
-    except (ValueError, yaml.YAMLError) as err:
-        raise ValueError(f"{path}: cannot parse the task index: {err}") from None
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        data = parse_json(text, f"{path}: cannot parse the task index")
+    else:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: cannot parse the task index: {err}") from None
     if isinstance(data, dict) and "tasks" in data:
         data = data["tasks"]
     if not isinstance(data, list) or not data:

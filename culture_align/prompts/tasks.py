@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..cultures import Culture
-from .templates import read_template_file, template_fields
+from .templates import check_placeholders, read_template_file, template_fields
 
 __all__ = [
     "TaskPromptTemplate",
@@ -33,6 +33,11 @@ _USER = (
     "Classify the text below for {phenomenon}. Choose the one label that fits it best and answer with "
     "the label's number only.\n\nLabels:\n{labels}\n\nText: {text}\n\nAnswer with one number."
 )
+
+#: The placeholders a system prompt is formatted with (see :func:`build_task_conversation`).
+_SYSTEM_FIELDS = ("culture_phrase", "culture_name", "language")
+#: The placeholders a user turn is formatted with: the system's and the task's.
+_USER_FIELDS = (*_SYSTEM_FIELDS, "phenomenon", "labels", "text")
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,11 @@ class TaskPromptTemplate:
     system: str
     user: str = _USER
 
+    def __post_init__(self) -> None:
+        """Refuse unknown ``{placeholders}`` now rather than when the first prompt is built."""
+        check_placeholders(self.system, _SYSTEM_FIELDS, f"task prompt template {self.name!r}: system")
+        check_placeholders(self.user, _USER_FIELDS, f"task prompt template {self.name!r}: user")
+
     @property
     def uses_culture(self) -> bool:
         return any(f"{{{key}}}" in self.system + self.user for key in ("culture_phrase", "culture_name"))
@@ -58,8 +68,11 @@ class TaskPromptTemplate:
     @classmethod
     def from_dict(cls, data: dict, source: str = "template") -> TaskPromptTemplate:
         """A template from ``{"name", "system", "user"}`` (``user`` optional: the default task wording)."""
-        return cls(**template_fields(data, source, default_name=source, default_user=_USER,
-                                     kind="task prompt template"))
+        fields = template_fields(data, source, default_name=source, default_user=_USER, kind="task prompt template")
+        try:
+            return cls(**fields)
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> TaskPromptTemplate:

@@ -9,12 +9,14 @@ A template file holds one mapping with the keys ``name`` (optional), ``system`` 
 from __future__ import annotations
 
 import json
+import string
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["TEMPLATE_KEYS", "read_template_file", "template_fields"]
+__all__ = ["TEMPLATE_KEYS", "check_placeholders", "read_template_file", "template_fields"]
 
 TEMPLATE_KEYS = ("name", "system", "user")
 """The keys a template may have; ``system`` is required."""
@@ -55,3 +57,30 @@ def template_fields(data: Any, source: str, *, default_name: str, default_user: 
         raise ValueError(f"{source}: unknown template keys {sorted(unknown)}")
     return {"name": str(data.get("name", default_name)), "system": str(data["system"]),
             "user": str(data.get("user", default_user))}
+
+
+def check_placeholders(text: str, allowed: Iterable[str], where: str) -> None:
+    """Refuse a template text whose ``{placeholder}`` fields are not all in ``allowed``, before it is formatted.
+
+    ``str.format`` would otherwise fail mid-run with a bare ``KeyError`` (an unknown name), ``IndexError``
+    (``{}`` or ``{0}``) or ``AttributeError`` (``{question.text}``). Literal braces are written ``{{`` and ``}}``.
+
+    Args:
+        text: The template text (a system prompt or user turn).
+        allowed: The placeholder names the text is formatted with.
+        where: What the text is, named in the error (``"template 'mine': system"``).
+
+    Raises:
+        ValueError: naming the unknown placeholders and the allowed ones, or the malformed brace.
+    """
+    allowed = sorted(allowed)
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(text) if field is not None]
+    except ValueError as err:  # a single '{' or '}'
+        raise ValueError(f"{where}: {err} (write {{{{ and }}}} for literal braces)") from None
+    unknown = sorted({field for field in fields if field not in allowed})
+    if unknown:
+        shown = ", ".join("{" + field + "}" for field in unknown)
+        known = ", ".join("{" + name + "}" for name in allowed) or "none"
+        raise ValueError(f"{where}: unknown placeholder(s) {shown}; it may use {known} "
+                         "(write {{ and }} for literal braces)")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..cultures import Culture
 from ..wvs.questions import SurveyQuestion
-from .templates import read_template_file, template_fields
+from .templates import check_placeholders, read_template_file, template_fields
 
 __all__ = [
     "SurveyPromptTemplate",
@@ -23,6 +23,11 @@ __all__ = [
 ]
 
 _INSTRUCTION = "Answer the survey question below with the number of the option you choose, and nothing else."
+
+#: The placeholders a system prompt is formatted with (see :func:`build_conversation`).
+_SYSTEM_FIELDS = ("culture_phrase", "culture_name", "persona")
+#: The placeholders a user turn is formatted with: the system's and the item's.
+_USER_FIELDS = (*_SYSTEM_FIELDS, "question", "options")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,11 @@ class SurveyPromptTemplate:
     system: str
     user: str = _INSTRUCTION + "\n\n{question}\n{options}"
 
+    def __post_init__(self) -> None:
+        """Refuse unknown ``{placeholders}`` now rather than when the first prompt is built."""
+        check_placeholders(self.system, _SYSTEM_FIELDS, f"prompt template {self.name!r}: system")
+        check_placeholders(self.user, _USER_FIELDS, f"prompt template {self.name!r}: user")
+
     @property
     def uses_culture(self) -> bool:
         return "{culture_phrase}" in self.system or "{culture_name}" in self.system
@@ -53,8 +63,11 @@ class SurveyPromptTemplate:
         """Read a custom template from a JSON or YAML file with keys ``name`` (default: the file stem), ``system``,
         ``user``."""
         path = Path(path)
-        return cls(**template_fields(read_template_file(path), str(path), default_name=path.stem,
-                                     default_user=cls.user))
+        fields = template_fields(read_template_file(path), str(path), default_name=path.stem, default_user=cls.user)
+        try:
+            return cls(**fields)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
     def to_dict(self) -> dict:
         return asdict(self)

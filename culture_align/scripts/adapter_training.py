@@ -21,7 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .config import load_config_section, load_training_dataset, parse_dataclasses
+from .checks import check_training_args
+from .config import load_config_section, load_training_dataset, parse_dataclasses, pop_config_flag
 
 __all__ = ["AdapterTrainScriptArguments", "DistributionTrainScriptArguments", "train_culturellm_main",
            "train_culturespa_main", "train_distribution_main"]
@@ -111,14 +112,7 @@ def _train_main(recipe: str, argv: Sequence[str] | None) -> int:
 
     config_class, trainer_class = ADAPTER_TRAINERS["answer_distribution" if recipe == "distribution" else recipe]
     script_class = DistributionTrainScriptArguments if recipe == "distribution" else AdapterTrainScriptArguments
-    argv = list(argv or [])
-    config_path = None
-    if "--config" in argv:
-        i = argv.index("--config")
-        if i + 1 >= len(argv):
-            raise ValueError("--config needs a file")
-        config_path = argv[i + 1]
-        del argv[i: i + 2]
+    argv, config_path = pop_config_flag(argv)
     lora = config_class.reference_lora
     defaults = {"use_peft": True, "lora_r": lora["r"], "lora_alpha": lora["lora_alpha"],
                 "lora_dropout": lora["lora_dropout"], "lora_target_modules": [lora["target_modules"]],
@@ -127,6 +121,8 @@ def _train_main(recipe: str, argv: Sequence[str] | None) -> int:
         (script_class, config_class, ModelConfig), argv, defaults)
     if not model_args.use_peft:
         raise ValueError("culture adapters are LoRA adapters: `use_peft` cannot be false")
+    model_name = model_args.model_name_or_path or "smollm2-135m-instruct"
+    check_training_args(training_args, script_args, model_name)
     if recipe == "distribution":
         dataset = _distribution_rows(script_args)
     else:
@@ -139,7 +135,7 @@ def _train_main(recipe: str, argv: Sequence[str] | None) -> int:
                                                   training_args.culture_column)
     if model_args.dtype and model_args.dtype != "auto":
         training_args.model_init_kwargs = {**(training_args.model_init_kwargs or {}), "dtype": model_args.dtype}
-    model_path = resolve_model_path(model_args.model_name_or_path or "smollm2-135m-instruct")
+    model_path = resolve_model_path(model_name)
     trainer = trainer_class(model=model_path, args=training_args, train_dataset=dataset, eval_dataset=eval_dataset,
                             peft_config=get_peft_config(model_args))
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

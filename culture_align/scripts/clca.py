@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import dataclass_from_dict, load_config_section, load_training_dataset, parse_dataclasses
+from .checks import check_backend_spec, check_output_dir, check_training_args
+from .config import (
+    dataclass_from_dict,
+    load_config_section,
+    load_training_dataset,
+    parse_dataclasses,
+    pop_config_flag,
+)
 
 __all__ = ["generate_main", "train_main", "TrainScriptArguments", "pipeline_config_from_dict"]
 
@@ -50,7 +57,8 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--num-shards", type=int, help="split the seed scenarios over N workers (default 1)")
     parser.add_argument("--shard-index", type=int, help="the shard this worker generates, in [0, N); it runs in "
-                        "<output-dir>/shard-<index>-of-<N> (join them with `culture-align merge-shards`)")
+                        "<output-dir>/shard-<index>-of-<N>, both numbers zero-padded to five digits (index 1 of 4: "
+                        "shard-00001-of-00004; join them with `culture-align merge-shards`)")
     args = parser.parse_args(argv)
 
     from ..backends.factory import backend_from_config
@@ -68,11 +76,14 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, flag) is not None:
             section[key] = getattr(args, flag)
     config = pipeline_config_from_dict(section)
+    for role, spec in {"teacher": teacher_spec, **specs}.items():
+        check_backend_spec(role, spec)
     run_dir = Path(output_dir)
     if config.num_shards > 1:
         from ..recipes.sharding import shard_folder_name
 
         run_dir = run_dir / shard_folder_name(config.shard_index, config.num_shards)
+    check_output_dir(run_dir, "output_dir")
     teacher = backend_from_config(teacher_spec)
     built = {role: backend_from_config(spec) if spec else None for role, spec in specs.items()}
     corpus = CLCAPipeline(teacher, roleplay=built["roleplay"], judge=built["judge"],
@@ -106,16 +117,13 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     from ..models import resolve_model_path
     from ..trainers import CLCAConfig, CLCATrainer, end_distributed_run
 
-    argv = list(argv or [])
-    config_path = None
-    if "--config" in argv:
-        i = argv.index("--config")
-        config_path = argv[i + 1]
-        del argv[i: i + 2]
+    argv, config_path = pop_config_flag(argv)
     defaults = load_config_section(config_path, "train")
     script_args, training_args, model_args = parse_dataclasses(
         (TrainScriptArguments, CLCAConfig, ModelConfig), argv, defaults)
-    model_path = resolve_model_path(model_args.model_name_or_path or "smollm2-135m-instruct")
+    model_name = model_args.model_name_or_path or "smollm2-135m-instruct"
+    check_training_args(training_args, script_args, model_name)
+    model_path = resolve_model_path(model_name)
     dataset = load_training_dataset(script_args.dataset_path, script_args.dataset_split)
     eval_dataset = None
     if script_args.eval_fraction > 0:

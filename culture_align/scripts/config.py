@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import argparse
+import collections.abc
 import dataclasses
+import typing
 from collections.abc import Sequence
 from pathlib import Path
+from types import UnionType
 from typing import Any
 
 import yaml
 from transformers import HfArgumentParser
+from transformers.hf_argparser import string_to_bool
 
-__all__ = ["load_config_section", "parse_dataclasses", "dataclass_from_dict", "load_training_dataset"]
+__all__ = ["load_config_section", "parse_dataclasses", "dataclass_from_dict", "load_training_dataset",
+           "pop_config_flag"]
+
+
+def pop_config_flag(argv: Sequence[str] | None) -> tuple[list[str], str | None]:
+    """``argv`` without its ``--config FILE`` (or ``--config=FILE``), and that file (``None`` without one)."""
+    argv = list(argv or [])
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return argv[:i] + argv[i + 1:], arg.split("=", 1)[1]
+        if arg == "--config":
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                raise ValueError("--config needs a file")
+            return argv[:i] + argv[i + 2:], argv[i + 1]
+    return argv, None
 
 
 def load_config_section(path: str | Path | None, section: str) -> dict[str, Any]:
@@ -41,8 +60,62 @@ def parse_dataclasses(types: Sequence[type], argv: Sequence[str] | None, default
     unknown = sorted(set(defaults) - known)
     if unknown:
         raise ValueError(f"unknown config keys: {', '.join(unknown)}")
-    parser.set_defaults(**defaults)
-    return parser.parse_args_into_dataclasses(args=list(argv or []))
+    parser.set_defaults(**_typed_config_values(parser, defaults))
+    try:
+        return parser.parse_args_into_dataclasses(args=list(argv or []))
+    except TypeError as err:  # a value of the wrong type met by a config's own checks
+        raise ValueError(f"invalid settings: {err}") from err
+
+
+def _value_action(parser: argparse.ArgumentParser, dest: str) -> argparse.Action | None:
+    """The action that parses a value for ``dest`` (not the ``--no_<flag>`` switch of a boolean)."""
+    actions = [a for a in parser._actions if a.dest == dest]
+    return next((a for a in actions if callable(a.type)), actions[0] if actions else None)
+
+
+def _typed_config_values(parser: argparse.ArgumentParser, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` from a config file, each converted as its flag would be, or a ``ValueError`` naming the key.
+
+    argparse converts only string defaults, so without this a YAML list or mapping given for a number or a boolean
+    would reach the dataclasses unchecked and fail late (after the model is loaded) or not at all.
+    """
+    return {key: _typed_config_value(_value_action(parser, key), key, value) for key, value in values.items()}
+
+
+def _typed_config_value(action: argparse.Action | None, key: str, value: Any) -> Any:
+    """One config value converted by its flag's type (see :func:`_typed_config_values`); ``None`` is kept."""
+    if action is None or value is None:
+        return value
+    convert = action.type if callable(action.type) else (
+        string_to_bool if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)) else None)
+    if convert not in (int, float, string_to_bool) and not action.choices:
+        return value  # strings, mappings and other structured values are the dataclasses' to check
+    expected = {int: "an integer", float: "a number", string_to_bool: "true or false"}.get(convert, "a value")
+    if action.nargs in ("+", "*") and isinstance(value, (list, tuple)):
+        items = {int: "integers", float: "numbers", string_to_bool: "booleans"}.get(convert, "values")
+        return [_convert_scalar(convert, action, key, v, f"a list of {items}") for v in value]
+    if action.nargs in ("+", "*") and isinstance(value, str):
+        return value  # one item for a list field: the dataclass splits or wraps it
+    return _convert_scalar(convert, action, key, value, expected)
+
+
+def _convert_scalar(convert: Any, action: argparse.Action, key: str, value: Any, expected: str) -> Any:
+    """``value`` converted by ``convert`` (a flag's type) and checked against the flag's choices."""
+    wrong = ValueError(f"config key {key!r}: expected {expected}, got {value!r}")
+    if isinstance(value, (list, dict, tuple)) or (isinstance(value, bool) and convert in (int, float)):
+        raise wrong
+    if isinstance(value, float) and convert is int and not value.is_integer():
+        raise wrong
+    try:
+        if convert is string_to_bool:
+            value = value if isinstance(value, bool) else string_to_bool(str(value))
+        elif convert is not None and (isinstance(value, str) or convert in (int, float)):
+            value = convert(value)
+    except (TypeError, ValueError, argparse.ArgumentTypeError):
+        raise wrong from None
+    if action.choices and value not in action.choices:
+        raise ValueError(f"config key {key!r}: expected one of {list(action.choices)}, got {value!r}")
+    return value
 
 
 def dataclass_from_dict(cls: type, values: dict[str, Any], what: str | None = None) -> Any:
@@ -53,20 +126,91 @@ def dataclass_from_dict(cls: type, values: dict[str, Any], what: str | None = No
     """
     what = what or cls.__name__
     names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ValueError(f"unknown {what} settings: {', '.join(unknown)}")
-    kwargs = {}
-    for key, value in values.items():
+    kwargs = _checked_values(cls, values, what)
+    for key, value in kwargs.items():
         field = names[key]
         default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
         if dataclasses.is_dataclass(default) and not isinstance(default, type) and isinstance(value, dict):
+            nested = _checked_values(type(default), value, what, prefix=f"{key}.")
+            kwargs[key] = _construct(dataclasses.replace, (default,), nested, f"{what} setting {key}")
+    return _construct(cls, (), kwargs, f"{what} settings")
+
+
+def _construct(factory: Any, args: tuple, kwargs: dict[str, Any], what: str) -> Any:
+    """``factory(*args, **kwargs)``; a ``TypeError`` (a value its own checks cannot use) becomes a ``ValueError``."""
+    try:
+        return factory(*args, **kwargs)
+    except TypeError as err:
+        raise ValueError(f"{what}: {err}") from err
+
+
+def _checked_values(cls: type, values: dict[str, Any], what: str, prefix: str = "") -> dict[str, Any]:
+    """``values`` for the dataclass ``cls``: unknown keys and values of the wrong type raise ``ValueError`` naming
+    the key (after ``prefix``, the enclosing setting of a nested dataclass).
+
+    A string given for a ``float`` field is read as a number (YAML reads ``1e-4`` as a string).
+    """
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {what} settings: {', '.join(prefix + key for key in unknown)}")
+    checked = {}
+    for key, value in values.items():
+        annotation = hints.get(key, Any)
+        if isinstance(value, str) and _accepts(annotation, float) and not _accepts(annotation, str):
             try:
-                value = dataclasses.replace(default, **value)
-            except TypeError as err:
-                raise ValueError(f"{what} setting {key}: {err}") from None
-        kwargs[key] = value
-    return cls(**kwargs)
+                value = float(value)
+            except ValueError:
+                pass
+        if not _matches(value, annotation):
+            raise ValueError(f"{what} setting {prefix}{key}: expected {_type_name(annotation)}, got {value!r}")
+        checked[key] = value
+    return checked
+
+
+def _accepts(annotation: Any, kind: type) -> bool:
+    """Whether ``annotation`` is ``kind`` or a union with it."""
+    if typing.get_origin(annotation) in (typing.Union, UnionType):
+        return kind in typing.get_args(annotation)
+    return annotation is kind
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` fits ``annotation``; annotations this does not know (callables, classes) accept anything.
+
+    A dataclass-typed field also takes a mapping of its fields; a ``Sequence[str]`` also takes one string (the
+    configs split comma-separated values).
+    """
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return True
+    if annotation is type(None):
+        return value is None
+    if origin in (typing.Union, UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if origin is typing.Literal:
+        return value in args
+    if annotation in (bool, str):
+        return isinstance(value, annotation)
+    if annotation in (int, float):
+        return isinstance(value, (int, float) if annotation is float else int) and not isinstance(value, bool)
+    if origin in (list, tuple, collections.abc.Sequence):
+        if isinstance(value, str):
+            return origin is collections.abc.Sequence and args == (str,)
+        element = args[0] if args else Any
+        return isinstance(value, (list, tuple)) and all(_matches(v, element) for v in value)
+    if origin in (dict, collections.abc.Mapping) or annotation is dict:
+        return isinstance(value, dict)
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        return isinstance(value, (annotation, dict))
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    """A readable name of a type annotation (``int | None``, ``Sequence[str]``)."""
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "").replace("collections.abc.", "")
 
 
 def load_training_dataset(path: str, split: str = "train"):

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .checks import check_backend_spec, check_output_dir
 from .config import dataclass_from_dict, load_config_section
 
 __all__ = ["generate_main", "pipeline_config_from_dict"]
@@ -83,6 +84,8 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
     split_file = args.split or section.pop("split", None)
     section.pop("split", None)
     config = pipeline_config_from_dict(section)
+    check_backend_spec("teacher", teacher_spec)
+    check_output_dir(output_dir, "output_dir")
     wvs = load_wvs(wvs_path, questions)
     if split_file:
         from ..experiments import ExperimentSplit

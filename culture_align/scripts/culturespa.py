@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .checks import check_backend_spec, check_model_reference, check_output_dir
 from .config import dataclass_from_dict, load_config_section
 
 __all__ = ["generate_main", "pipeline_config_from_dict"]
@@ -80,6 +81,9 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
     split_file = args.split or section.pop("split", None)
     section.pop("split", None)
     config = pipeline_config_from_dict(section)
+    check_model_reference(model, "model")
+    check_backend_spec("question_backend", question_spec)
+    check_output_dir(output_dir, "output_dir")
     question_backend = backend_from_config(question_spec) if question_spec else None
     wvs = guard = None
     if split_file:

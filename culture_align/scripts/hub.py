@@ -61,6 +61,9 @@ def build_dataset_main(argv: Sequence[str] | None = None) -> int:
     _add_build_args(parser)
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
+    from .checks import check_output_dir
+
+    check_output_dir(args.out)  # a file, or a folder that cannot be written: said before anything is built
     out = _build(args, args.out)
     print(f"{args.builder}: Parquet files and README.md in {out}; "
           f"load with datasets.load_dataset({str(out)!r}, <config>)")
@@ -110,6 +113,10 @@ def push_main(argv: Sequence[str] | None = None) -> int:
         private = False if args.public else args.private
         if private is None and load_builder_class(args.builder).PRIVATE_BY_DEFAULT:
             private = True
+        if args.local_dir:
+            from .checks import check_output_dir
+
+            check_output_dir(args.local_dir, "--local-dir")
         with tempfile.TemporaryDirectory(prefix="culture-align-push-") as tmp:
             folder = _build(args, args.local_dir or tmp)
             commit = hub.push_dataset(folder, args.repo_id, private=private, token=args.token,

@@ -30,6 +30,8 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from trl.trainer.utils import global_then_local_main_first, pad
 
 from ..hub import write_trainer_model_card
+from ..redaction import SecretFreePickleMixin
+from .defaults import default_bf16, parse_resume_from_checkpoint
 
 logger = logging.get_logger(__name__)
 
@@ -40,13 +42,14 @@ CLCA_TASKS = ("dialogue", "intent")
 
 
 @dataclass
-class CLCAConfig(SFTConfig):
+class CLCAConfig(SecretFreePickleMixin, SFTConfig):
     r"""
     Configuration class for the [`CLCATrainer`].
 
     Adds the CLCA objective to [`~trl.SFTConfig`]; every other field keeps TRL's meaning and default. The loss is
     always computed on the assistant turns' tokens only (the trainer builds the masks itself, for any chat template),
-    so `assistant_only_loss`, `completion_only_loss` and `dataset_text_field` play no role.
+    so `assistant_only_loss`, `completion_only_loss` and `dataset_text_field` play no role. Its pickled form (the
+    `training_args.bin` the trainer saves and uploads) leaves `hub_token` out ([`SecretFreePickleMixin`]).
 
     Parameters:
         > Parameters that control the CLCA objective
@@ -60,6 +63,15 @@ class CLCAConfig(SFTConfig):
             latter trains on `intent_loss_weight * L_intent`).
         task_column (`str`, *optional*, defaults to `"task"`):
             Name of the dataset column holding each example's task.
+
+        > Parameters whose default differs from TRL's
+
+        bf16 (`bool` or `None`, *optional*, defaults to `None`):
+            `None`: bf16 mixed precision (TRL's default, unless `fp16`) where transformers accepts it (a GPU or other
+            accelerator with bf16 support, XLA, or `use_cpu=True`), 32-bit otherwise, so that a config without it
+            trains on a CPU-only machine. An explicit value is kept.
+        resume_from_checkpoint (`str`, `bool` or `None`, *optional*, defaults to `None`):
+            As in TRL; the strings `"true"`/`"false"` (from a flag) are read as booleans.
 
     Reference hyper-parameters (the CLCA code release), exposed but not the defaults, which stay TRL's and PEFT's:
     QLoRA on a 4-bit base model; LoRA `r=4`, `lora_alpha=0.1` (a scaling of 0.025), `lora_dropout=0.5` on
@@ -115,6 +127,9 @@ class CLCAConfig(SFTConfig):
             # template, which TRL ships for a fixed list of models only.
             logger.info("CLCATrainer always trains on assistant tokens only; ignoring `assistant_only_loss=True`.")
             self.assistant_only_loss = False
+        self.resume_from_checkpoint = parse_resume_from_checkpoint(self.resume_from_checkpoint)
+        if self.bf16 is None:
+            self.bf16 = default_bf16(self.fp16, self.use_cpu)
         super().__post_init__()
 
 

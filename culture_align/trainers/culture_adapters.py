@@ -43,7 +43,9 @@ from trl.data_utils import get_dataset_column_names
 from ..cultures import get_culture
 from ..hub import RECIPES, write_trainer_model_card
 from ..models import CULTURE_ADAPTERS_INDEX, TRAINING_INFO_NAME
+from ..redaction import SecretFreePickleMixin
 from .clca import tokenize_conversation, trainer_config
+from .defaults import default_bf16, parse_resume_from_checkpoint
 
 logger = logging.get_logger(__name__)
 
@@ -64,7 +66,7 @@ _FINGERPRINT_ARGS = (
 
 
 @dataclass
-class CultureAdapterConfig(SFTConfig):
+class CultureAdapterConfig(SecretFreePickleMixin, SFTConfig):
     r"""
     Configuration class for the [`CultureAdapterTrainer`]: TRL's [`~trl.SFTConfig`] plus the choice of adapters.
 
@@ -72,7 +74,8 @@ class CultureAdapterConfig(SFTConfig):
     template), so `assistant_only_loss`, `completion_only_loss` and `dataset_text_field` play no role. LoRA
     hyper-parameters come, as in TRL, from the trainer's `peft_config`; without one the trainer uses
     [`~CultureAdapterConfig.default_peft_config`], built from the class's `reference_lora` (recipes set it to their
-    reference values).
+    reference values). Its pickled form (the `training_args.bin` the trainer saves and uploads) leaves `hub_token`
+    out ([`SecretFreePickleMixin`]).
 
     Parameters:
         > Parameters that control the adapters
@@ -87,6 +90,16 @@ class CultureAdapterConfig(SFTConfig):
         cultures (`list[str]` or `None`, *optional*, defaults to `None`):
             Cultures to train on (ISO3 codes); records of other cultures are dropped. `None`: every culture in the
             dataset. In specific mode, one culture per invocation (e.g. one GPU job each) is `cultures=["USA"]`.
+
+        > Parameters whose default differs from TRL's
+
+        bf16 (`bool` or `None`, *optional*, defaults to `None`):
+            `None`: bf16 mixed precision (TRL's default, unless `fp16`) where transformers accepts it (a GPU or other
+            accelerator with bf16 support, XLA, or `use_cpu=True`), 32-bit otherwise, so that a config without it
+            trains on a CPU-only machine. An explicit value is kept.
+        resume_from_checkpoint (`str`, `bool` or `None`, *optional*, defaults to `None`):
+            As in TRL; the strings `"true"`/`"false"` (from a flag) are read as booleans. In specific mode only a
+            boolean is accepted: each culture resumes from the last checkpoint of `<output_dir>/<ISO3>/`.
     """
 
     #: LoRA values used when the trainer gets no `peft_config` (recipes override them).
@@ -118,6 +131,12 @@ class CultureAdapterConfig(SFTConfig):
     def __post_init__(self):
         if self.mode not in ADAPTER_MODES:
             raise ValueError(f"`mode` must be one of {list(ADAPTER_MODES)}, got {self.mode!r}.")
+        self.resume_from_checkpoint = parse_resume_from_checkpoint(self.resume_from_checkpoint)
+        if self.mode == "specific" and isinstance(self.resume_from_checkpoint, str):
+            raise ValueError("In specific mode `resume_from_checkpoint` is true or false, not a path: each culture "
+                             "resumes from the last checkpoint in <output_dir>/<ISO3>/.")
+        if self.bf16 is None:
+            self.bf16 = default_bf16(self.fp16, self.use_cpu)
         if isinstance(self.cultures, str):  # one culture, or a comma-separated list, from a flag or a YAML scalar
             self.cultures = [c for c in self.cultures.split(",") if c.strip()]
         if self.cultures is not None:
@@ -467,6 +486,7 @@ class CultureAdapterTrainer(SFTTrainer):
         culture). Returns the summed steps and runtime, the step-weighted mean loss, and per-culture
         `train_loss_<ISO3>` metrics.
         """
+        resume_from_checkpoint = parse_resume_from_checkpoint(resume_from_checkpoint)  # "true" from a flag
         if self.args.mode == "joint":
             output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)
             self.adapter_info[ALL_CULTURES] = self._training_info(ALL_CULTURES, output.metrics)

@@ -72,7 +72,7 @@ class WVSData:
         counts: ``{ISO3: {qid: n}}``, respondents with a valid answer (or weighted total), where known.
         personas: Respondent-level table (one row per respondent; see :mod:`culture_align.wvs.personas`),
             or ``None`` when the source has no respondent rows.
-        source: Where the data came from (a path or a Hub id), for reports.
+        source: Where the data came from (a path, or ``owner/name[split]`` for a Hub dataset), for reports.
     """
 
     questions: dict[str, SurveyQuestion]

@@ -7,18 +7,21 @@ Supported sources (the user brings the data; none is shipped):
 - a distributions file ``{ISO3: {qid: {code: proportion}}}`` (:func:`load_distributions`), with an optional
   ``<name>.counts.json`` sidecar giving the number of valid answers;
 - the official respondent-level WVS Wave 7 CSV (:func:`load_wvs_csv`), which also yields personas;
-- GlobalOpinionQA (``Anthropic/llm_global_opinions``) exported to Parquet, JSON, JSON lines or CSV
-  (:func:`load_global_opinions`);
-- :func:`load_wvs` picks the right one from a path.
+- GlobalOpinionQA (the Hub dataset ``Anthropic/llm_global_opinions``) exported to Parquet, JSON, JSON lines
+  or CSV (:func:`load_global_opinions`);
+- :func:`load_wvs` picks the right one from a path, or reads a GlobalOpinionQA-shaped Hub dataset named
+  explicitly as ``hf://owner/name`` (``load_wvs("hf://Anthropic/llm_global_opinions")``); a source without
+  ``hf://`` is always a local path.
+
+Every file is read through :mod:`culture_align.input_files` (strict UTF-8, no repeated JSON key or CSV
+column); every answer code is checked with :func:`~culture_align.wvs.questions.answer_code`.
 """
 
 from __future__ import annotations
 
 import ast
-import csv
 import functools
 import hashlib
-import json
 import logging
 import math
 import os
@@ -35,9 +38,17 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ..cultures import get_culture, resolve_cultures
+from ..input_files import (
+    parse_json,
+    read_csv,
+    read_csv_header,
+    read_json,
+    read_json_lines,
+    read_parquet_records,
+)
 from .data import WVSData, finite_non_negative, normalised
 from .personas import DEMOGRAPHIC_COLUMNS, PERSONA_FIELDS, decode_demographic, persona_rng, sample_indices
-from .questions import EXCLUDED_QIDS, SurveyQuestion, wvs_codes_for
+from .questions import EXCLUDED_QIDS, SurveyQuestion, answer_code, wvs_codes_for
 
 __all__ = [
     "load_questions",
@@ -47,6 +58,8 @@ __all__ = [
     "load_wvs",
     "bundled_questions",
     "persona_features",
+    "HUB_PREFIX",
+    "hub_dataset_id",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,16 +72,6 @@ _ID_COLUMN = "D_INTERVIEW"
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def _read_json(path: Path) -> Any:
-    """Parse a JSON file; a syntax error becomes a ``ValueError`` naming the file, line and column."""
-    text = Path(path).read_text(encoding="utf-8-sig")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        where = f"line {err.lineno}, column {err.colno}"
-        raise ValueError(f"{path}: not valid JSON ({where}: {err.msg})") from None
 
 
 def _iso3(key: Any, path: Path, where: str | None = None) -> str:
@@ -114,6 +117,8 @@ def _question_from_record(item: Any, where: str) -> SurveyQuestion | None:
         raise ValueError(f"{where} ({qid}): the question text must be a string, got {type(text).__name__}")
     if options is None:
         options = []
+    if codes is not None and not isinstance(codes, list):
+        raise ValueError(f"{where} ({qid}): codes must be a list of integers, got {type(codes).__name__}")
     if not isinstance(options, list) or not all(isinstance(o, str) or _is_number(o) for o in options):
         raise ValueError(f"{where} ({qid}): options must be a list of strings")
     if not options:
@@ -159,14 +164,15 @@ def load_questions(path: PathLike) -> dict[str, SurveyQuestion]:
         ValueError: naming the file (and the item) for invalid JSON, a malformed entry or a repeated id.
     """
     path = Path(path)
-    return _questions_from_list(_read_json(path), str(path))
+    return _questions_from_list(read_json(path), str(path))
 
 
 @functools.lru_cache(maxsize=1)
 def _bundled_catalog() -> tuple[SurveyQuestion, ...]:
     resource = resources.files("culture_align").joinpath(_CATALOG)
-    data = json.loads(resource.read_text(encoding="utf-8"))
-    return tuple(_questions_from_list(data, f"culture_align/{_CATALOG}").values())
+    source = f"culture_align/{_CATALOG}"
+    data = parse_json(resource.read_text(encoding="utf-8"), source)
+    return tuple(_questions_from_list(data, source).values())
 
 
 def bundled_questions() -> dict[str, SurveyQuestion]:
@@ -190,10 +196,7 @@ def _cell_probabilities(cell: Any, question: SurveyQuestion, path: Path, key: st
     seen: set[int] = set()
     for code_key, value in cell.items():
         where = f"{key}/code {code_key}"
-        try:
-            code = int(str(code_key).strip())
-        except ValueError:
-            raise ValueError(f"{path}: {where}: the code is not an integer") from None
+        code = answer_code(code_key, f"{path}: {where}")
         if code not in question.codes:
             raise ValueError(f"{path}: {where}: not one of {question.qid}'s codes {list(question.codes)}")
         if code in seen:
@@ -212,7 +215,7 @@ def _read_counts(
 
     Accepts ``{ISO3: {"n_valid": {qid: n}, ...}}`` (other per-country fields ignored) or ``{ISO3: {qid: n}}``.
     """
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected an object {{ISO3: {{qid: count}}}}, got {type(data).__name__}")
     counts: dict[str, dict[str, float]] = {}
@@ -268,7 +271,7 @@ def load_distributions(
     """
     path = Path(distributions_path)
     catalog = _as_questions(questions)
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected an object {{ISO3: {{qid: {{code: proportion}}}}}}, "
                          f"got {type(data).__name__}")
@@ -305,29 +308,31 @@ def load_distributions(
 # ---------------------------------------------------------------------------------------- WVS-7 CSV
 
 
-def _sniff_delimiter(line: str) -> str:
-    """Comma, unless the header line has none and has semicolons or tabs."""
-    return next((d for d in (",", ";", "\t") if d in line), ",")
-
-
 def _read_csv_header(path: Path) -> tuple[list[str], str]:
-    """The column names and the delimiter (comma, or semicolon/tab when the header has no comma)."""
-    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
-        first = f.readline()
-    if not first.strip():
-        raise ValueError(f"{path}: the CSV file is empty")
-    delimiter = _sniff_delimiter(first)
-    header = next(csv.reader([first], delimiter=delimiter))
-    return header, delimiter
+    """The column names and the delimiter (comma, or semicolon/tab when the header has no comma).
+
+    The header line must be UTF-8 and name each column once (see :func:`~culture_align.input_files.read_csv_header`).
+    """
+    return read_csv_header(path, ",;\t")
+
+
+_INT64_DIGITS = 18  # every integer of at most 18 digits fits in int64
 
 
 def _first_non_integer(path: Path, delimiter: str, column: str) -> tuple[int, str] | None:
-    """(1-based data row, value) of the first cell of ``column`` that is not an integer, if any."""
-    table = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter),
-                           convert_options=pacsv.ConvertOptions(include_columns=[column],
-                                                                column_types={column: pa.string()}))
+    """(1-based data row, value) of the first cell of ``column`` that is not an integer that fits in int64;
+    ``None`` when there is none, or when the file cannot be read as text either (the caller reports that)."""
+    try:
+        table = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter),
+                               convert_options=pacsv.ConvertOptions(include_columns=[column],
+                                                                    column_types={column: pa.string()}))
+    except pa.ArrowException:
+        return None
     for i, value in enumerate(table.column(column).to_pylist()):
-        if value is not None and value.strip() and not re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        if value is None or not value.strip():
+            continue
+        match = re.fullmatch(r"\s*[+-]?0*([0-9]+)\s*", value)
+        if match is None or len(match.group(1)) > _INT64_DIGITS:
             return i + 1, value
     return None
 
@@ -339,7 +344,7 @@ def _read_csv_columns(path: Path, delimiter: str, types: dict[str, pa.DataType])
     try:
         return pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter),
                               convert_options=convert)
-    except pa.ArrowInvalid as err:
+    except pa.ArrowException as err:
         for column, kind in types.items():
             if pa.types.is_integer(kind):
                 bad = _first_non_integer(path, delimiter, column)
@@ -395,15 +400,18 @@ def _row_cultures(
 def _code_positions(values: np.ndarray, question: SurveyQuestion, path: Path) -> np.ndarray:
     """Answer codes -> positions in ``question.codes`` (-1 for negative, i.e. missing, codes).
 
-    Raises ``ValueError`` naming the row and column for a non-negative code the question does not have.
+    A binary search in the sorted codes: memory grows with the number of rows and options only, never with
+    the size of a code. Raises ``ValueError`` naming the row and column for a non-negative code the question
+    does not have.
     """
     codes = np.asarray(question.codes, dtype=np.int64)
-    lookup = np.full(int(codes.max()) + 2, -1, dtype=np.int64)
-    lookup[codes] = np.arange(codes.size)
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    slot = np.minimum(np.searchsorted(sorted_codes, values), sorted_codes.size - 1)
+    found = sorted_codes[slot] == values
     answered = values >= 0
-    clipped = np.where(answered, np.minimum(values, lookup.size - 1), lookup.size - 1)
-    positions = np.where(answered, lookup[clipped], -1)
-    bad = np.flatnonzero(answered & (positions < 0))
+    positions = np.where(answered & found, order[slot], -1)
+    bad = np.flatnonzero(answered & ~found)
     if bad.size:
         row = int(bad[0])
         raise ValueError(f"{path}: data row {row + 1} (line {row + 2}), column {question.qid}: code "
@@ -598,17 +606,45 @@ _GOQA_COLUMNS = ("question", "options", "selections", "source")
 _DEFAULTDICT = re.compile(r"^defaultdict\(\s*<class '[A-Za-z_.]+'>\s*,\s*(?P<body>.*)\)\s*$", re.DOTALL)
 
 
+def _unique_pairs(pairs: Iterable[tuple[Any, Any]], what: str, where: str) -> dict:
+    """Key-value pairs as a dict; ``ValueError`` naming ``where`` and the key when a key comes twice."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"{where}: {what} has the key {key!r} twice; which value is meant?")
+        out[key] = value
+    return out
+
+
+def _literal_dict_keys(text: str) -> list[Any] | None:
+    """The keys of the dict literal ``text``, in order and with repeats (``None`` when it is no dict literal).
+
+    :func:`ast.literal_eval` keeps the last of two equal keys silently; this finds the repeats.
+    """
+    try:
+        node = ast.parse(text, mode="eval").body
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+    if not isinstance(node, ast.Dict) or any(k is None for k in node.keys):
+        return None
+    try:
+        return [ast.literal_eval(k) for k in node.keys]
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+
+
 def _parse_literal(value: Any, expected: type, what: str, where: str) -> Any:
     """A Python literal held in a string (``"['a', 'b']"``, ``"defaultdict(<class 'list'>, {...})"``).
 
     Uses :func:`ast.literal_eval` on the text without the ``defaultdict(...)`` wrapper: nothing is executed.
-    Values that are already of the ``expected`` type (a Parquet list column) pass through.
+    Values that are already of the ``expected`` type (a Parquet list column) pass through. A dict (literal or
+    Parquet map column) with a key twice is refused.
     """
     if isinstance(value, expected):
         return value
     is_pairs = isinstance(value, list) and all(isinstance(v, tuple) and len(v) == 2 for v in value)
     if expected is dict and is_pairs:
-        return dict(value)  # a Parquet map column
+        return _unique_pairs(value, what, where)  # a Parquet map column
     if expected is list and isinstance(value, tuple):
         return list(value)
     if not isinstance(value, str):
@@ -625,6 +661,10 @@ def _parse_literal(value: Any, expected: type, what: str, where: str) -> Any:
         parsed = list(parsed)
     if not isinstance(parsed, expected):
         raise ValueError(f"{where}: {what} must be a {expected.__name__}, got {type(parsed).__name__}")
+    if expected is dict:
+        keys = _literal_dict_keys(text)
+        if keys is not None and len(keys) != len(parsed):
+            _unique_pairs(((k, None) for k in keys), what, where)
     return parsed
 
 
@@ -633,33 +673,22 @@ def _clip(text: str, n: int = 60) -> str:
 
 
 def _read_records(path: Path) -> list[dict]:
-    """Rows of a table file (.parquet, .json list, .jsonl, .csv) as dicts."""
+    """Rows of a table file (.parquet, .json list, .jsonl, .csv) as dicts, read by
+    :mod:`culture_align.input_files`."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
+        return read_parquet_records(path)
     if suffix == ".jsonl":
-        records = []
-        with open(path, encoding="utf-8-sig") as f:
-            for line_number, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise ValueError(f"{path}: not valid JSON on line {line_number} "
-                                         f"(column {err.colno}: {err.msg})") from None
-        return records
+        return [record for _, record in read_json_lines(path)]
     if suffix == ".json":
-        data = _read_json(path)
+        data = read_json(path)
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
         if not isinstance(data, list):
             raise ValueError(f"{path}: expected a JSON list of rows, got {type(data).__name__}")
         return data
     if suffix == ".csv":
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            return list(csv.DictReader(f))
+        return [record for _, record in read_csv(path)[1]]
     raise ValueError(f"{path}: unsupported file type {suffix!r} (use .parquet, .json, .jsonl or .csv)")
 
 
@@ -708,6 +737,8 @@ def _goqa_probabilities(values: Any, n_options: int, where: str) -> np.ndarray |
 def load_global_opinions(path: PathLike, questions: Questions | PathLike | None = None) -> WVSData:
     """Read GlobalOpinionQA (``Anthropic/llm_global_opinions``) from a local file; keeps the WVS rows only.
 
+    (To read it from the Hub instead: ``load_wvs("hf://Anthropic/llm_global_opinions")``.)
+
     Args:
         path: ``.parquet``, ``.json`` (list of rows), ``.jsonl`` or ``.csv`` with the columns ``question``,
             ``options`` (a list, or a string holding a Python list), ``selections`` (a mapping from country
@@ -750,13 +781,19 @@ def _global_opinions(records: Iterable[Any], source: str, questions: Questions |
         selections = _parse_literal(record["selections"], dict, "selections", where)
         question = _goqa_question(str(record["question"]).strip(), options, catalog, by_text, loaded, where)
         loaded.setdefault(question.qid, question)
+        named: dict[str, str] = {}  # ISO3 -> the country name that gave it in this row
         for country, values in selections.items():
             probs = _goqa_probabilities(values, question.num_options,
                                         f"{where} ({question.qid}): selections[{country!r}]")
             iso3 = _goqa_culture(str(country))
             if iso3 is None:
                 unknown.add(str(country))
-            elif probs is None:
+                continue
+            if iso3 in named:
+                raise ValueError(f"{where} ({question.qid}): selections name the culture {iso3} twice, as "
+                                 f"{named[iso3]!r} and {country!r}; which shares are meant?")
+            named[iso3] = str(country)
+            if probs is None:
                 all_zero += 1
             else:
                 distributions.setdefault(iso3, {})[question.qid] = probs
@@ -776,7 +813,36 @@ def _global_opinions(records: Iterable[Any], source: str, questions: Questions |
 
 _FOLDER_FILES = ("wvs_questions.json", "proportions_group_by_country.json")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-_SUFFIXES = (".csv", ".json", ".jsonl", ".parquet")
+
+HUB_PREFIX = "hf://"
+"""How a Hub dataset is named where a WVS source is expected: ``hf://owner/name``. A source without it is
+always a local path, so a mistyped path is reported as missing instead of being downloaded from the Hub."""
+
+
+def hub_dataset_id(source: PathLike) -> str | None:
+    """The Hub dataset id of an explicit Hub source (``"hf://owner/name"`` or the ``huggingface_hub`` form
+    ``"hf://datasets/owner/name"`` -> ``"owner/name"``); ``None`` for anything else (a local path).
+
+    Raises:
+        ValueError: for an ``hf://`` source that does not name a dataset as ``owner/name``.
+    """
+    if not isinstance(source, str) or not source.startswith(HUB_PREFIX):
+        return None
+    repo_id = source[len(HUB_PREFIX):]
+    if repo_id.startswith("datasets/") and repo_id.count("/") == 2:
+        repo_id = repo_id[len("datasets/"):]
+    if not _HUB_ID.fullmatch(repo_id):
+        raise ValueError(f"{source}: a Hub dataset is written {HUB_PREFIX}owner/name "
+                         f"(e.g. {HUB_PREFIX}Anthropic/llm_global_opinions)")
+    return repo_id
+
+
+def _missing_source(path: Path) -> FileNotFoundError:
+    """The error for a source that is neither an existing path nor an explicit Hub dataset."""
+    text = str(path)
+    hint = (f"; if you meant the Hub dataset {text}, write {HUB_PREFIX}{text}" if _HUB_ID.fullmatch(text)
+            else f"; a Hub dataset is written {HUB_PREFIX}owner/name")
+    return FileNotFoundError(f"{path}: no such file or folder{hint}")
 
 
 def load_wvs(source: PathLike, questions: Questions | PathLike | None = None, **kwargs: Any) -> WVSData:
@@ -789,16 +855,24 @@ def load_wvs(source: PathLike, questions: Questions | PathLike | None = None, **
       ``questions`` or the ``wvs_questions.json`` beside the file; a ``.json`` list of GlobalOpinionQA rows:
       :func:`load_global_opinions`;
     - a ``.parquet`` or ``.jsonl``: :func:`load_global_opinions`;
-    - a Hub dataset id (``"Anthropic/llm_global_opinions"``) that is not a local path: read with
-      :func:`datasets.load_dataset` (``split`` defaults to ``"train"``; other ``kwargs`` go to it) and
-      loaded as GlobalOpinionQA.
+    - a Hub dataset named explicitly, ``"hf://owner/name"`` (e.g. ``"hf://Anthropic/llm_global_opinions"``):
+      read with :func:`datasets.load_dataset` (``split`` defaults to ``"train"``; other ``kwargs`` go to it)
+      and loaded as GlobalOpinionQA. Without the ``hf://`` prefix a source is always a local path: a path
+      that does not exist is an error, never a download (a mistyped ``shared/wvs`` must not fetch a
+      stranger's dataset ``shared/wvs`` and use it as the human figures).
 
-    ``kwargs`` go to the chosen loader. Raises ``FileNotFoundError`` for a missing path and ``ValueError``
-    for anything else it cannot read.
+    ``kwargs`` go to the chosen loader.
+
+    Raises:
+        FileNotFoundError: for a local path that does not exist (naming it, and how to write a Hub dataset).
+        ValueError: naming the file, for anything else it cannot read.
     """
+    repo_id = hub_dataset_id(source)
+    if repo_id is not None:
+        return _load_hub(repo_id, questions, **kwargs)
     path = Path(source)
-    if not path.exists() and _HUB_ID.fullmatch(str(source)) and path.suffix.lower() not in _SUFFIXES:
-        return _load_hub(str(source), questions, **kwargs)
+    if not path.exists():
+        raise _missing_source(path)
     if path.is_dir():
         question_file, distribution_file = (path / name for name in _FOLDER_FILES)
         if not (question_file.is_file() and distribution_file.is_file()):
@@ -806,7 +880,7 @@ def load_wvs(source: PathLike, questions: Questions | PathLike | None = None, **
         return load_distributions(distribution_file, questions if questions is not None else question_file,
                                   **kwargs)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file or folder")
+        raise ValueError(f"{path}: neither a file nor a folder")
     suffix = path.suffix.lower()
     if suffix == ".csv":
         if "selections" in _read_csv_header(path)[0]:
@@ -821,7 +895,7 @@ def load_wvs(source: PathLike, questions: Questions | PathLike | None = None, **
 
 
 def _load_json_source(path: Path, questions: Questions | PathLike | None, **kwargs: Any) -> WVSData:
-    data = _read_json(path)
+    data = read_json(path)
     if isinstance(data, list) and data and isinstance(data[0], dict) and "selections" in data[0]:
         return load_global_opinions(path, questions, **kwargs)
     if not isinstance(data, dict):
@@ -838,9 +912,11 @@ def _load_json_source(path: Path, questions: Questions | PathLike | None, **kwar
 
 def _load_hub(repo_id: str, questions: Questions | PathLike | None, split: str = "train",
               **kwargs: Any) -> WVSData:
-    """A GlobalOpinionQA-shaped dataset from the Hub (or the local ``datasets`` cache)."""
+    """A GlobalOpinionQA-shaped dataset from the Hub (or the local ``datasets`` cache); ``repo_id`` is
+    ``owner/name``, without the ``hf://`` of :func:`load_wvs`. The data's ``source`` is ``hf://owner/name[split]``
+    (what :func:`hub_dataset_id` reads back, so a local path is never taken for a Hub id)."""
     table = datasets.load_dataset(repo_id, split=split, **kwargs)
     if not set(_GOQA_COLUMNS) <= set(table.column_names):
         raise ValueError(f"{repo_id}: load_wvs reads Hub datasets in the GlobalOpinionQA layout (columns "
                          f"{', '.join(_GOQA_COLUMNS)}); this one has {', '.join(table.column_names)}")
-    return _global_opinions(table.to_list(), f"{repo_id}[{split}]", questions)
+    return _global_opinions(table.to_list(), f"{HUB_PREFIX}{repo_id}[{split}]", questions)

@@ -5,8 +5,11 @@ A :class:`SurveyQuestion` is the unit every loader returns and every prompt is b
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
+
+import numpy as np
 
 __all__ = [
     "SurveyQuestion",
@@ -18,6 +21,8 @@ __all__ = [
     "EXCLUDED_QIDS",
     "is_evaluation_item",
     "wvs_codes_for",
+    "MAX_CODE",
+    "answer_code",
 ]
 
 
@@ -83,6 +88,43 @@ def is_evaluation_item(qid: str) -> bool:
     return qid not in EXCLUDED_QIDS and topic_of(qid) != "demographics"
 
 
+MAX_CODE = 1_000_000
+"""The largest answer code an option may have. WVS answer codes are small integers (1..n, or 0..n-1 for
+:data:`ZERO_BASED_QIDS`; the longest scales run to 10), so this bound only refuses junk, such as a code of
+10**12 that would make a table indexed by code huge."""
+
+_DECIMAL = re.compile(r"\s*[+-]?[0-9]{1,20}\s*")
+
+
+def answer_code(value: object, where: str) -> int:
+    """``value`` as an answer code: an integer in ``0..MAX_CODE``.
+
+    Accepted: an ``int`` (or numpy integer), a finite float without a fraction (``2.0``; JSON writers emit
+    those), or a string of ASCII decimal digits (the keys of a JSON object). Refused with a ``ValueError``
+    naming ``where``: booleans, floats with a fraction (``1.5`` is never truncated to 1), NaN and infinities,
+    other strings and types, codes above :data:`MAX_CODE`, and negative codes, which in WVS data mean a
+    missing answer (-1 don't know, -2 no answer, -4 not asked, -5 missing) and so never stand for an option.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{where}: the answer code must be an integer, got the boolean {value!r}")
+    if isinstance(value, (int, np.integer)):
+        code = int(value)
+    elif isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        code = int(value)
+    elif isinstance(value, str) and _DECIMAL.fullmatch(value):
+        code = int(value)
+    else:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        raise ValueError(f"{where}: the answer code must be an integer in 0..{MAX_CODE}, got {shown}")
+    if code < 0:
+        raise ValueError(f"{where}: the answer code {code} is negative; negative codes mean a missing answer "
+                         "in WVS data and cannot stand for an option")
+    if code > MAX_CODE:
+        raise ValueError(f"{where}: the answer code {code} is larger than {MAX_CODE} (WVS codes are small "
+                         "integers)")
+    return code
+
+
 def wvs_codes_for(qid: str, num_options: int) -> tuple[int, ...]:
     """The WVS answer codes of an item with ``num_options`` options, in option order."""
     start = 0 if qid in ZERO_BASED_QIDS else 1
@@ -97,8 +139,13 @@ class SurveyQuestion:
         qid: Item id: a WVS question number (``"Q27"``) or a namespaced generated id (``"gen-religion-3fa2"``).
         text: The question or statement shown to the model.
         options: Option labels, in the order of ``codes``.
-        codes: The integer answer code of each option (WVS coding: 1..n, or 0..n-1 for some items).
+        codes: The integer answer code of each option (WVS coding: 1..n, or 0..n-1 for some items); each is
+            checked with :func:`answer_code` (an integer in ``0..MAX_CODE``, never a bool or a fraction).
         topic: A topic id from :data:`TOPICS` (or any string for non-WVS items).
+
+    Raises:
+        ValueError: naming the question, for an illegal or repeated code, fewer than 2 options, or a number of
+            options that differs from the number of codes.
     """
 
     qid: str
@@ -109,7 +156,7 @@ class SurveyQuestion:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", tuple(self.options))
-        object.__setattr__(self, "codes", tuple(int(c) for c in self.codes))
+        object.__setattr__(self, "codes", tuple(answer_code(c, f"question {self.qid}") for c in self.codes))
         if len(self.options) != len(self.codes):
             raise ValueError(
                 f"question {self.qid}: {len(self.options)} options but {len(self.codes)} codes"
@@ -131,9 +178,10 @@ class SurveyQuestion:
         return all(label.strip() == str(code) for label, code in zip(self.options, self.codes))
 
     def index_of(self, code: int) -> int:
-        """Position of ``code`` in :attr:`codes` (raises ``ValueError`` for an illegal code)."""
+        """Position of ``code`` in :attr:`codes` (raises ``ValueError`` for an illegal code, a fraction
+        included: ``1.5`` is not truncated to 1)."""
         try:
-            return self.codes.index(int(code))
+            return self.codes.index(answer_code(code, f"question {self.qid}"))
         except ValueError:
             raise ValueError(f"question {self.qid}: {code!r} is not one of its codes {self.codes}") from None
 

@@ -113,6 +113,9 @@ class CLCAPipelineConfig:
             raise ValueError(f"need max_turns >= 1 and min_turns >= 0, got {self.max_turns}, {self.min_turns}")
         if self.num_scenarios is not None and self.num_scenarios < 1:
             raise ValueError(f"num_scenarios must be >= 1 or None, got {self.num_scenarios}")
+        for name in ("max_attempts", "cache_chunk_size"):  # a chunk size below 1 would send nothing, silently
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
             raise ValueError(f"need num_shards >= 1 and 0 <= shard_index < num_shards, got {self.num_shards}, "
                              f"{self.shard_index}")

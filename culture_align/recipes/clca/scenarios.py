@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from ...backends.base import GenerationBackend, GenerationParams
 from ...culture_profiles import CultureProfile, get_culture_profile
 from ...cultures import Culture, resolve_cultures
+from ...input_files import read_json_lines, read_text
 from ...prompts.clca import PROMPT_VERSION, build_adaptation_conversation
 from .schemas import (
     REJECTION_FEATURES,
@@ -49,13 +50,15 @@ DEFAULT_SCENARIO_PARAMS = GenerationParams(temperature=0.7, top_p=0.95, max_new_
 
 
 def _read_seed_rows(path: Path) -> list[tuple[str, Any]]:
-    """``(location, raw record)`` pairs; the location names the file and line/position for errors."""
-    text = path.read_text(encoding="utf-8")
+    """``(location, raw record)`` pairs; the location names the file and line/position for errors.
+
+    Read by :mod:`culture_align.input_files` (UTF-8; a JSON record may not repeat a key).
+    """
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
         try:
-            data = yaml.safe_load(text)
+            data = yaml.safe_load(read_text(path))
         except yaml.YAMLError as err:
             raise ValueError(f"{path}: invalid YAML: {err}") from err
         if isinstance(data, dict) and "scenarios" in data:
@@ -63,15 +66,7 @@ def _read_seed_rows(path: Path) -> list[tuple[str, Any]]:
         if not isinstance(data, list):
             raise ValueError(f"{path}: expected a list of scenarios (or a mapping with the key 'scenarios')")
         return [(f"{path}: scenario #{i + 1}", row) for i, row in enumerate(data)]
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((f"{path}:{lineno}", json.loads(line)))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{lineno}: invalid JSON: {err.msg}") from None
-    return rows
+    return [(f"{path}:{lineno}", row) for lineno, row in read_json_lines(path, where="{path}:{line}")]
 
 
 def load_seed_scenarios(path: str | os.PathLike | None = None) -> datasets.Dataset:

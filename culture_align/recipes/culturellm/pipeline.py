@@ -110,7 +110,8 @@ class CultureLLMPipelineConfig:
         self.items = tuple(split_commas(self.items))
         if not 0 <= self.similarity_threshold < 1:
             raise ValueError(f"similarity_threshold must be in [0, 1), got {self.similarity_threshold}")
-        for name in ("num_rewrites", "synonyms_per_word", "max_words_per_sentence", "max_attempts"):
+        for name in ("num_rewrites", "synonyms_per_word", "max_words_per_sentence", "max_attempts",
+                     "embedding_batch_size", "cache_chunk_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("paraphrase_retries", "max_samples_per_seed", "max_variants_per_sentence"):

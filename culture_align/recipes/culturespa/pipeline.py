@@ -72,9 +72,9 @@ class CultureSPAPipelineConfig:
     cultures: Sequence[str] = field(default=PAPER_CULTURES, metadata={
         "help": "ISO3 codes of the target cultures. The `cultures` argument of CultureSPAPipeline overrides it."})
     wvs_path: str | None = field(default=None, metadata={
-        "help": "WVS source (folder, CSV, JSON, Parquet or Hub id) for the seed items, the contamination guard "
-                "and (variants) culture similarity and self-alignment examples. None: the bundled catalog "
-                "(questions only)."})
+        "help": "WVS source (folder, CSV, JSON, Parquet, or hf://owner/name for a Hub dataset) for the seed "
+                "items, the contamination guard and (variants) culture similarity and self-alignment examples. "
+                "None: the bundled catalog (questions only)."})
     topics: Sequence[str] | None = field(default=None, metadata={
         "help": "WVS topic ids to generate for (None: all 13 that have seed items)."})
     questions_per_topic: int = field(default=1000, metadata={
@@ -132,6 +132,9 @@ class CultureSPAPipelineConfig:
             raise ValueError(f"crqpc_criterion must be 'argmax' or 'js', got {self.crqpc_criterion!r}")
         if self.questions_per_topic < 1 or self.requests_per_round < 1 or self.batch_size < 1:
             raise ValueError("questions_per_topic, requests_per_round and batch_size must be >= 1")
+        for name in ("num_examples", "cache_chunk_size"):  # a chunk size below 1 would send nothing, silently
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable view (:func:`~culture_align.recipes.stages.config_to_dict`: params as dicts)."""

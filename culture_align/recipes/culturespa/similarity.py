@@ -6,12 +6,12 @@ modal answers (:func:`culture_similarity`) or read from a file of that shape (:f
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 
 from ...cultures import Culture, get_culture
+from ...input_files import parse_json, read_text
 from ...metric import alignment_math
 from ...wvs.data import WVSData
 
@@ -49,7 +49,8 @@ def culture_similarity(wvs: WVSData, cultures: list[str] | None = None) -> Cultu
             if not shared:
                 continue
             result = score([modal[a][q] for q in shared], [modal[b][q] for q in shared],
-                           [wvs.questions[q].num_options for q in shared])
+                           [wvs.questions[q].num_options for q in shared],
+                           [min(wvs.questions[q].codes) for q in shared])
             table[a][b] = table[b][a] = float(result["alignment_score"])
     return table
 
@@ -62,9 +63,10 @@ def load_culture_similarity(path: str | os.PathLike) -> CultureSimilarity:
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+        text = read_text(path)
+    except OSError as err:
         raise ValueError(f"{path}: cannot read the culture similarity file: {err}") from err
+    data = parse_json(text, f"{path}: cannot read the culture similarity file")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object {{ISO3: {{ISO3: score}}}}")
     table: CultureSimilarity = {}

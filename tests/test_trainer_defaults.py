@@ -1,0 +1,41 @@
+"""Recipe config defaults resolved for the machine at hand: `bf16` only where transformers accepts it, and
+`resume_from_checkpoint` words read as booleans."""
+
+from __future__ import annotations
+
+import pytest
+from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+from culture_align.trainers import CLCAConfig, CultureLLMConfig, CultureSPAConfig
+
+CONFIGS = [CLCAConfig, CultureSPAConfig, CultureLLMConfig]
+
+
+@pytest.mark.parametrize("config_class", CONFIGS)
+def test_bf16_defaults_to_what_the_hardware_has(config_class, tmp_path):
+    has_bf16 = is_torch_bf16_gpu_available() or is_torch_xla_available()
+    assert config_class(str(tmp_path)).bf16 is has_bf16  # TRL's default would refuse to build on a CPU-only machine
+    assert config_class(str(tmp_path), use_cpu=True).bf16 is True  # transformers accepts CPU bf16: TRL's default
+    assert config_class(str(tmp_path), use_cpu=True, bf16=False).bf16 is False  # an explicit value is kept
+
+
+@pytest.mark.parametrize("config_class", CONFIGS)
+def test_resume_from_checkpoint_words_are_booleans(config_class, tmp_path):
+    joint = {} if config_class is CLCAConfig else {"mode": "joint"}  # specific mode takes no path (below)
+
+    def resume(value):
+        return config_class(str(tmp_path), use_cpu=True, bf16=False, resume_from_checkpoint=value, **joint
+                            ).resume_from_checkpoint
+
+    assert resume("true") is True and resume("True") is True and resume("1") is True
+    assert resume("false") is False and resume("no") is False
+    assert resume(str(tmp_path / "checkpoint-2")) == str(tmp_path / "checkpoint-2")
+    assert resume(None) is None
+
+
+def test_specific_mode_refuses_a_checkpoint_path_when_configured(tmp_path):
+    with pytest.raises(ValueError, match="In specific mode `resume_from_checkpoint` is true or false"):
+        CultureSPAConfig(str(tmp_path), use_cpu=True, bf16=False, mode="specific",
+                         resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    assert CultureSPAConfig(str(tmp_path), use_cpu=True, bf16=False, mode="specific",
+                            resume_from_checkpoint="true").resume_from_checkpoint is True
