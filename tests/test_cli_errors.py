@@ -310,3 +310,14 @@ def test_per_culture_repo_template_is_checked_before_any_upload(tmp_path):
     with pytest.raises(ValueError, match="repo_id"):
         push_adapter(tmp_path, "me/adapter-{country}", per_culture_repos=True, api=api)
     assert not api.create_repo.called and not api.create_commit.called
+
+
+def test_train_data_is_checked_before_the_model_and_never_fetched_from_the_hub(tmp_path, capsys):
+    from culture_align.cli import main
+
+    Dataset.from_list([{"text": "no messages here", "culture": "USA"}]).save_to_disk(str(tmp_path / "corpus"))
+    assert main(["train", "culturellm", "--dataset_path", str(tmp_path / "corpus"),
+                 "--output_dir", str(tmp_path / "out"), "--max_steps", "1"]) == 2
+    assert "no column messages" in capsys.readouterr().err
+    assert main(["train", "clca", "--dataset_path", "someone/corpus", "--output_dir", str(tmp_path / "o2")]) == 2
+    assert "hf://owner/name" in capsys.readouterr().err

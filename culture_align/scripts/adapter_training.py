@@ -128,7 +128,9 @@ def _train_main(recipe: str, argv: Sequence[str] | None) -> int:
     else:
         if script_args.dataset_path is None:
             raise ValueError("set `dataset_path` (a recipe run folder or a saved dataset) in the config or as a flag")
-        dataset = load_training_dataset(script_args.dataset_path, script_args.dataset_split)
+        dataset = load_training_dataset(script_args.dataset_path, script_args.dataset_split,
+                                        required_columns=("messages",) + ((training_args.culture_column,)
+                                                                          if training_args.mode == "specific" else ()))
     eval_dataset = None
     if script_args.eval_fraction > 0:
         dataset, eval_dataset = _split_by_culture(dataset, script_args.eval_fraction, training_args.seed,

@@ -124,7 +124,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     model_name = model_args.model_name_or_path or "smollm2-135m-instruct"
     check_training_args(training_args, script_args, model_name)
     model_path = resolve_model_path(model_name)
-    dataset = load_training_dataset(script_args.dataset_path, script_args.dataset_split)
+    dataset = load_training_dataset(script_args.dataset_path, script_args.dataset_split,
+                                    required_columns=("messages",))
     eval_dataset = None
     if script_args.eval_fraction > 0:
         split = dataset.train_test_split(test_size=script_args.eval_fraction, seed=training_args.seed)

@@ -213,24 +213,43 @@ def _type_name(annotation: Any) -> str:
     return str(annotation).replace("typing.", "").replace("collections.abc.", "")
 
 
-def load_training_dataset(path: str, split: str = "train"):
+def load_training_dataset(path: str, split: str = "train", required_columns: tuple[str, ...] = ()):
     """The training split of a recipe run folder (its ``dataset/``), a saved DatasetDict or Dataset folder, a
-    Parquet/JSON(L)/CSV file, or a Hub dataset id."""
+    Parquet/JSON(L)/CSV file, or a Hub dataset written ``hf://owner/name`` (a path without ``hf://`` is always
+    local, so a mistyped folder is an error, never a download of someone else's dataset).
+
+    Raises:
+        FileNotFoundError: ``path`` is neither on disk nor an ``hf://`` id.
+        ValueError: the split is missing, the file type unknown, or a ``required_columns`` column is missing
+            (checked here, before any model is loaded).
+    """
     import datasets
 
+    from ..wvs.loaders import hub_dataset_id
+
     p = Path(path)
-    if (p / "dataset" / "dataset_dict.json").is_file():
-        p = p / "dataset"
-    if p.is_dir() and (p / "dataset_dict.json").is_file():
+    repo_id = hub_dataset_id(str(path))
+    if repo_id is not None:
+        table = datasets.load_dataset(repo_id, split=split)
+    elif (p / "dataset" / "dataset_dict.json").is_file() or (p.is_dir() and (p / "dataset_dict.json").is_file()):
+        p = p / "dataset" if (p / "dataset" / "dataset_dict.json").is_file() else p
         saved = datasets.load_from_disk(str(p))
         if split not in saved:
             raise ValueError(f"{p}: no split {split!r} (has {', '.join(saved)})")
-        return saved[split]
-    if p.is_dir() and (p / "dataset_info.json").is_file():
-        return datasets.load_from_disk(str(p))
-    if p.is_file():
+        table = saved[split]
+    elif p.is_dir() and (p / "dataset_info.json").is_file():
+        table = datasets.load_from_disk(str(p))
+    elif p.is_file():
         kind = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}.get(p.suffix)
         if kind is None:
             raise ValueError(f"{p}: unsupported dataset file type {p.suffix!r}")
-        return datasets.load_dataset(kind, data_files=str(p), split="train")
-    return datasets.load_dataset(path, split=split)
+        table = datasets.load_dataset(kind, data_files=str(p), split="train")
+    elif p.is_dir():
+        raise ValueError(f"{p}: not a saved dataset or recipe run folder (no dataset_dict.json or dataset_info.json)")
+    else:
+        raise FileNotFoundError(f"{path}: no such file or folder (a Hub dataset is written hf://owner/name)")
+    missing = [c for c in required_columns if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: the training data has no column {', '.join(missing)} (it has "
+                         f"{', '.join(table.column_names)})")
+    return table
