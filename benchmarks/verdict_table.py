@@ -1,8 +1,8 @@
 """The README's verdict table, built from experiment runs' ``results.json`` (nothing is typed in by hand).
 
 For each trained condition of each run: its held-out KL with the 95 % CI, and the paired KL difference (condition
-minus reference, negative = the condition is closer to the humans) against the calibrated base, the culture
-prompt, the strongest no-model baseline and its own shuffled-label control, each with its CI and a verdict in words
+minus reference, negative = the condition is closer to the humans) against the calibrated base, the position
+prior, the strongest no-model baseline, the culture prompt and its own shuffled-label control, each with its CI and a verdict in words
 ("beats" only when the whole CI is below zero); its specificity index against the shuffled control's. A culture
 split adds KL / ``loo_human_mean`` KL on the same cells.
 
@@ -71,8 +71,9 @@ def verdict_rows(run: Path) -> list[str]:
             f"| {run.name}", f"`{name}` ({row['info']['recipe']}, {len(row['seeds'])} seeds x {steps[0]} steps)",
             f"{mean['kl_divergence']:.3f} [{lo:.3f}, {hi:.3f}]{ratio}",
             _verdict(_comparison(payload, name, "calibrated_base"), "calibrated base"),
-            _verdict(_comparison(payload, name, "culture_prompt"), "culture prompt"),
+            _verdict(_comparison(payload, name, "position_prior"), "position prior"),
             _verdict(_comparison(payload, name, strongest), strongest),
+            _verdict(_comparison(payload, name, "culture_prompt"), "culture prompt"),
             _verdict(_comparison(payload, name, f"{name}_shuffled_labels"), "its shuffled labels"),
             spec_text + " |"]))
     return rows
@@ -101,9 +102,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="experiment run folders (with results.json)")
     args = parser.parse_args()
-    print("| run | condition | held-out KL [95 % CI] | vs calibrated base | vs culture prompt | "
-          "vs strongest no-model baseline | vs its shuffled-label control | specificity index |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| run | condition | held-out KL [95 % CI] | vs calibrated base | vs position prior | "
+          "vs strongest no-model baseline | vs culture prompt | vs its shuffled-label control | specificity index |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for run in args.runs:
         print("\n".join(verdict_rows(run)))
     print("\nBaselines on the same cells (KL, mean [95 % CI]):\n")
