@@ -7,7 +7,10 @@ prior, the strongest no-model baseline, the culture prompt and its own shuffled-
 split adds KL / ``loo_human_mean`` KL on the same cells.
 
     python benchmarks/verdict_table.py benchmarks/results/experiments/recipes-held-out-items \
-        benchmarks/results/experiments/recipes-held-out-cultures > benchmarks/results/experiments/verdicts.md
+        benchmarks/results/experiments/recipes-held-out-cultures --readme README.md
+
+``--readme`` rewrites the block between ``<!-- verdicts:start -->`` and ``<!-- verdicts:end -->`` of that file;
+without it the table goes to standard output.
 """
 
 from __future__ import annotations
@@ -98,18 +101,43 @@ def baseline_line(run: Path) -> str:
     return f"- `{run.name}` ({where}): " + ", ".join(parts) + tail
 
 
+def render(runs: list[Path]) -> str:
+    """The verdict table and the baseline lines of ``runs``, as Markdown."""
+    lines = ["| run | condition | held-out KL [95 % CI] | vs calibrated base | vs position prior | "
+             "vs strongest no-model baseline | vs culture prompt | vs its shuffled-label control | specificity index |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        lines += verdict_rows(run)
+    lines += ["", "Baselines on the same cells (KL, mean [95 % CI]):", ""]
+    lines += [baseline_line(run) for run in runs]
+    return "\n".join(lines)
+
+
+def replace_block(readme: Path, text: str, start: str = "<!-- verdicts:start -->",
+                  end: str = "<!-- verdicts:end -->") -> None:
+    """Put ``text`` between the ``start`` and ``end`` markers of ``readme``.
+
+    Raises:
+        ValueError: naming the file, when a marker is missing.
+    """
+    content = readme.read_text()
+    if start not in content or end not in content:
+        raise ValueError(f"{readme}: needs the markers {start} and {end}")
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="experiment run folders (with results.json)")
+    parser.add_argument("--readme", type=Path, help="rewrite this file's verdict block instead of printing")
     args = parser.parse_args()
-    print("| run | condition | held-out KL [95 % CI] | vs calibrated base | vs position prior | "
-          "vs strongest no-model baseline | vs culture prompt | vs its shuffled-label control | specificity index |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for run in args.runs:
-        print("\n".join(verdict_rows(run)))
-    print("\nBaselines on the same cells (KL, mean [95 % CI]):\n")
-    for run in args.runs:
-        print(baseline_line(run))
+    text = render(args.runs)
+    if args.readme:
+        replace_block(args.readme, text)
+    else:
+        print(text)
 
 
 if __name__ == "__main__":

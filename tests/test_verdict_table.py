@@ -38,3 +38,16 @@ def test_verdict_words_follow_the_confidence_intervals(import_benchmark, tmp_pat
     assert "no different from its shuffled labels" in row and "ad_shuffled_labels`" not in row  # no control row
     assert "0.0004 [-0.0001, 0.0010]" in row
     assert "loo_human_mean 0.110" in table.baseline_line(tmp_path)
+
+
+def test_the_readme_block_is_replaced_between_its_markers(import_benchmark, tmp_path):
+    table = import_benchmark("verdict_table.py")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- verdicts:start -->\nold table\n<!-- verdicts:end -->\noutro\n")
+    table.replace_block(readme, "new table")
+    assert readme.read_text() == "intro\n<!-- verdicts:start -->\nnew table\n<!-- verdicts:end -->\noutro\n"
+    readme.write_text("no markers")
+    import pytest
+
+    with pytest.raises(ValueError, match="markers"):
+        table.replace_block(readme, "x")
