@@ -177,8 +177,7 @@ def _check_eval_args(args: argparse.Namespace) -> None:
         if value is not None and not value:
             raise ValueError(f"{flag} lists nothing (got an empty or comma-only value): a run that scores "
                              "nothing is an error")
-    if args.samples < 1:
-        raise ValueError(f"--samples must be >= 1 (answers per prompt in sampling mode), got {args.samples}")
+    check_at_least("--samples", args.samples)
     check_at_least("--batch-size", args.batch_size)
     check_at_least("--num-personas", args.num_personas)
     if args.adapter and args.adapters_dir:
@@ -342,9 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except Exception as err:
-        if not isinstance(err, _expected_errors()):
-            raise
+    except _expected_errors() as err:  # anything else is a bug and keeps its traceback
         print(f"culture-align {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
 

@@ -157,7 +157,8 @@ class ExperimentRunner:
         from .training import build_condition_dataset
 
         return build_condition_dataset(condition, self.wvs, split, seed, mapping, model=self.config.model,
-                                       dtype=self.config.dtype, data_dir=self._data_dir(condition))
+                                       dtype=self.config.dtype, data_dir=self._data_dir(condition),
+                                       load_model=self._base_model)  # the pipelines' teacher: the loaded model
 
     def _data_dir(self, condition: TrainedCondition) -> Path:
         """Where ``condition``'s pipeline writes: ``data/<source>-<hash>/``, the hash of what makes the corpus (the

@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,50 +80,50 @@ def _wvs_answer_rows(view: WVSData, data: dict[str, Any], seed: int, labels_from
 
 
 def _recipe_corpus(condition: TrainedCondition, wvs: WVSData, split: ExperimentSplit, model: str,
-                   dtype: str | None, folder: Path) -> datasets.DatasetDict:
+                   dtype: str | None, folder: Path, load_model: Callable[[], tuple] | None = None
+                   ) -> datasets.DatasetDict:
     """Run (or reuse) a recipe's data pipeline on the split's training cells; its corpus (``train`` and the rest).
 
-    The experiment's model writes and answers (as in the papers' self-generated settings); ``data.pipeline``
-    overrides the pipeline config's fields; the cultures are :func:`condition_cultures`. CLCA's corpus is made from
-    its bundled social scenarios, which hold no survey item. CultureLLM's seed items are the recipe's items that are training items;
-    CultureSPA's contamination guard keeps generated questions away from every item, held-out ones included.
+    The experiment's model writes and answers (as in the papers' self-generated settings): ``load_model()`` gives
+    it already loaded (the runner's one copy), else it is loaded from ``model``. ``data.pipeline`` overrides the
+    pipeline config's fields; the cultures are :func:`condition_cultures`. CLCA's corpus is made from its bundled
+    social scenarios, which hold no survey item; CultureLLM's seed items are the recipe's items that are training
+    items; CultureSPA's contamination guard keeps generated questions away from every item, held-out ones included.
     """
     finished = folder / "dataset"
     if finished.is_dir():
         return datasets.load_from_disk(str(finished))
+    from ..backends import TransformersBackend
+    from ..models import load_model_and_tokenizer
+
     view = split.training_view(wvs)
     overrides = dict(condition.data.get("pipeline", {}))
     overrides.setdefault("cultures", condition_cultures(condition, split))
-    if condition.data["source"] == "clca":  # social scenarios, no survey item: nothing of the split to guard
-        from ..backends import TransformersBackend
-        from ..models import load_model_and_tokenizer
-        from ..recipes.clca import CLCAPipeline
-        from ..scripts.clca import pipeline_config_from_dict
-
-        teacher_model, tokenizer = load_model_and_tokenizer(model, dtype=dtype)
-        teacher = TransformersBackend.from_model(teacher_model, tokenizer, model_id=model)
-        return CLCAPipeline(teacher, config=pipeline_config_from_dict(overrides)).run(folder)
-    if condition.data["source"] == "culturellm":
-        from ..backends import TransformersBackend
-        from ..models import load_model_and_tokenizer
-        from ..recipes.culturellm import CULTURELLM_SEED_ITEMS, CultureLLMPipeline
-        from ..scripts.culturellm import pipeline_config_from_dict
+    source = condition.data["source"]
+    if source == "culturellm":
+        from ..recipes.culturellm import CULTURELLM_SEED_ITEMS
 
         wanted = overrides.get("items", CULTURELLM_SEED_ITEMS)
         overrides["items"] = [q for q in wanted if q in view.questions]
         if not overrides["items"]:
             raise ValueError(f"condition {condition.name}: none of the CultureLLM seed items is a training item")
-        teacher_model, tokenizer = load_model_and_tokenizer(model, dtype=dtype)
-        teacher = TransformersBackend.from_model(teacher_model, tokenizer, model_id=model)
-        corpus = CultureLLMPipeline(teacher, view, config=pipeline_config_from_dict(overrides)).run(folder)
-    else:
-        from ..recipes.culturespa import CultureSPAPipeline
-        from ..scripts.culturespa import pipeline_config_from_dict
+    teacher_model, tokenizer = load_model() if load_model is not None else load_model_and_tokenizer(model, dtype=dtype)
+    teacher = TransformersBackend.from_model(teacher_model, tokenizer, model_id=model)
+    if source == "clca":  # social scenarios, no survey item: nothing of the split to guard
+        from ..recipes.clca import CLCAPipeline
+        from ..scripts.clca import pipeline_config_from_dict
 
-        overrides.setdefault("dtype", dtype)
-        corpus = CultureSPAPipeline(model, config=pipeline_config_from_dict(overrides), wvs=view,
-                                    guard_questions=wvs.questions).run(folder)
-    return corpus
+        return CLCAPipeline(teacher, config=pipeline_config_from_dict(overrides)).run(folder)
+    if source == "culturellm":
+        from ..recipes.culturellm import CultureLLMPipeline
+        from ..scripts.culturellm import pipeline_config_from_dict
+
+        return CultureLLMPipeline(teacher, view, config=pipeline_config_from_dict(overrides)).run(folder)
+    from ..recipes.culturespa import CultureSPAPipeline
+    from ..scripts.culturespa import pipeline_config_from_dict
+
+    return CultureSPAPipeline(teacher, config=pipeline_config_from_dict(overrides), wvs=view,
+                              guard_questions=wvs.questions).run(folder)
 
 
 def _shuffle_corpus_labels(corpus: datasets.Dataset, mapping: dict[str, str]) -> datasets.Dataset:
@@ -173,14 +174,15 @@ def _load_corpus(path: str) -> datasets.Dataset:
 
 def build_condition_dataset(condition: TrainedCondition, wvs: WVSData, split: ExperimentSplit, seed: int,
                             shuffled: dict[str, str] | None = None, *, model: str | None = None,
-                            dtype: str | None = None, data_dir: Path | None = None) -> datasets.Dataset:
+                            dtype: str | None = None, data_dir: Path | None = None,
+                            load_model: Callable[[], tuple] | None = None) -> datasets.Dataset:
     """The training records of ``condition`` for one seed (``shuffled``: culture -> culture whose labels it gets).
 
     Chat records (``messages``) for the SFT recipes; distribution rows (``prompt``, ``choices``, ``target``, see
     :mod:`culture_align.recipes.distribution`) for ``recipe: answer_distribution``: the training cells' human
-    distributions (``wvs_answers``), or a soft-label CultureSPA / CultureLLM corpus. ``model``, ``dtype`` and
-    ``data_dir`` (where a recipe pipeline writes, reused when finished) serve the ``culturellm`` and ``culturespa``
-    sources.
+    distributions (``wvs_answers``), or a soft-label CultureSPA / CultureLLM corpus. ``model``, ``dtype``,
+    ``data_dir`` (where a recipe pipeline writes, reused when finished) and ``load_model`` (the model already
+    loaded, as ``(model, tokenizer)``; else it is loaded by name) serve the pipeline sources.
 
     Raises:
         HeldOutError: a corpus row made from a test item, or (culture split) of a test culture.
@@ -208,7 +210,7 @@ def build_condition_dataset(condition: TrainedCondition, wvs: WVSData, split: Ex
     if source in PIPELINE_SOURCES:
         if model is None or data_dir is None:
             raise ValueError(f"condition {condition.name}: a recipe source needs the model and a data folder")
-        corpus = _recipe_corpus(condition, wvs, split, model, dtype, data_dir)
+        corpus = _recipe_corpus(condition, wvs, split, model, dtype, data_dir, load_model)
         if distribution and source == "clca":
             raise ValueError(f"condition {condition.name}: a CLCA corpus holds dialogues, not answer distributions")
         soft = {"culturellm": culturellm_distribution_rows, "culturespa": culturespa_distribution_rows}.get(source)
