@@ -495,3 +495,24 @@ conditions:
     assert [c.name for c in cfg.only_conditions(["other", "spa"]).conditions] == ["spa", "other"]
     with pytest.raises(ValueError, match="no condition named nope"):
         cfg.only_conditions(["nope"])
+
+
+@pytest.mark.parametrize("source,pipeline", [("culturespa", "culture_align.recipes.culturespa.CultureSPAPipeline"),
+                                             ("culturellm", "culture_align.recipes.culturellm.CultureLLMPipeline"),
+                                             ("clca", "culture_align.recipes.clca.CLCAPipeline")])
+def test_recipe_pipelines_use_the_loaded_model_and_the_conditions_cultures(tiny_model_and_tokenizer, tmp_path,
+                                                                           source, pipeline):
+    from unittest import mock
+
+    from culture_align.experiments.config import TrainedCondition
+    from culture_align.experiments.training import _recipe_corpus
+
+    wvs = synthetic_wvs()
+    split = make_split(wvs, "held_out_items", seed=0)
+    data = {"source": source, "cultures": ["USA", "DEU"],
+            "pipeline": {"items": split.train_items[:3]} if source == "culturellm" else {}}
+    condition = TrainedCondition(name="x", recipe="clca" if source == "clca" else "culturellm", data=data)
+    with mock.patch(f"{pipeline}.run", lambda self, folder: (type(self).__name__, list(self.config.cultures))), \
+            mock.patch("culture_align.models.load_model_and_tokenizer", side_effect=AssertionError("loaded again")):
+        ran = _recipe_corpus(condition, wvs, split, "tiny", None, tmp_path, lambda: tiny_model_and_tokenizer)
+    assert ran == (pipeline.rsplit(".", 1)[1], ["USA", "DEU"])

@@ -107,23 +107,24 @@ def _recipe_corpus(condition: TrainedCondition, wvs: WVSData, split: ExperimentS
         overrides["items"] = [q for q in wanted if q in view.questions]
         if not overrides["items"]:
             raise ValueError(f"condition {condition.name}: none of the CultureLLM seed items is a training item")
-    teacher_model, tokenizer = load_model() if load_model is not None else load_model_and_tokenizer(model, dtype=dtype)
-    teacher = TransformersBackend.from_model(teacher_model, tokenizer, model_id=model)
     if source == "clca":  # social scenarios, no survey item: nothing of the split to guard
-        from ..recipes.clca import CLCAPipeline
+        from ..recipes.clca import CLCAPipeline as pipeline_class
         from ..scripts.clca import pipeline_config_from_dict
-
-        return CLCAPipeline(teacher, config=pipeline_config_from_dict(overrides)).run(folder)
-    if source == "culturellm":
-        from ..recipes.culturellm import CultureLLMPipeline
+    elif source == "culturellm":
+        from ..recipes.culturellm import CultureLLMPipeline as pipeline_class
         from ..scripts.culturellm import pipeline_config_from_dict
-
-        return CultureLLMPipeline(teacher, view, config=pipeline_config_from_dict(overrides)).run(folder)
-    from ..recipes.culturespa import CultureSPAPipeline
-    from ..scripts.culturespa import pipeline_config_from_dict
-
-    return CultureSPAPipeline(teacher, config=pipeline_config_from_dict(overrides), wvs=view,
-                              guard_questions=wvs.questions).run(folder)
+    else:
+        from ..recipes.culturespa import CultureSPAPipeline as pipeline_class
+        from ..scripts.culturespa import pipeline_config_from_dict
+    config = pipeline_config_from_dict(overrides)
+    teacher_model, tokenizer = load_model() if load_model is not None else load_model_and_tokenizer(model, dtype=dtype)
+    teacher = TransformersBackend.from_model(teacher_model, tokenizer, model_id=model,
+                                             batch_size=getattr(config, "batch_size", 16))  # CultureSPA sets it
+    if source == "clca":
+        return pipeline_class(teacher, config=config).run(folder)
+    if source == "culturellm":
+        return pipeline_class(teacher, view, config=config).run(folder)
+    return pipeline_class(teacher, config=config, wvs=view, guard_questions=wvs.questions).run(folder)
 
 
 def _shuffle_corpus_labels(corpus: datasets.Dataset, mapping: dict[str, str]) -> datasets.Dataset:
