@@ -178,3 +178,74 @@ def test_answer_distributions_builder_keeps_training_cells_and_documents_them(ti
     card = DatasetCard.load(out / "README.md")
     assert "does not ship or redistribute any WVS data" in " ".join(card.text.split())
     assert "`prompt.content`" in card.text
+
+
+def test_culture_contrast_is_the_squared_error_of_the_deviations_from_the_group_mean():
+    q = [np.array([0.5, 0.3, 0.2]), np.array([0.2, 0.3, 0.5]), np.array([0.6, 0.4]), np.array([0.1, 0.9])]
+    p = [np.array([0.7, 0.2, 0.1]), np.array([0.1, 0.2, 0.7]), np.array([0.5, 0.5]), np.array([0.3, 0.7])]
+    log_q = [torch.tensor(np.log(x)) for x in q]
+    targets = [torch.tensor(x) for x in p]
+    got = AnswerDistributionTrainer.culture_contrast(log_q, targets, ["Q1", "Q1", "Q2", "Q3"],
+                                                     ["USA", "DEU", "USA", "USA"]).numpy()
+    qm, pm = (q[0] + q[1]) / 2, (p[0] + p[1]) / 2
+    expected = [np.sum(((q[i] - qm) - (p[i] - pm)) ** 2) for i in (0, 1)] + [0.0, 0.0]  # Q2, Q3: no second row
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+    assert got[0] > 0
+    # what the rows share does not count: Q = 0.5 P + c has half the humans' differences, a quarter of their error
+    shifted = [torch.tensor(np.log(x)) for x in (p[0] * 0.5 + np.array([0.1, 0.2, 0.2]),
+                                                  p[1] * 0.5 + np.array([0.1, 0.2, 0.2]))]
+    same = AnswerDistributionTrainer.culture_contrast(shifted, targets[:2], ["Q1", "Q1"], ["USA", "DEU"])
+    np.testing.assert_allclose(same.numpy(), [0.25 * np.sum((p[i] - pm) ** 2) for i in (0, 1)], atol=1e-12)
+    one_culture = AnswerDistributionTrainer.culture_contrast(log_q[:2], targets[:2], ["Q1", "Q1"], ["USA", "USA"])
+    assert one_culture.abs().sum() == 0
+
+
+def test_item_grouped_sampler_keeps_an_items_rows_together_and_is_seeded():
+    from culture_align.trainers.answer_distribution import ItemGroupedSampler
+
+    items = ["a", "b", "a", "c", "b", "a", "c", "d"]
+    sampler = ItemGroupedSampler(items, seed=3)
+    first, second = list(sampler), list(sampler)
+    for order in (first, second):
+        assert sorted(order) == list(range(len(items))) and len(sampler) == len(items)
+        runs = [items[i] for i in order]
+        assert [k for k, n in zip(runs, [None] + runs[:-1]) if k != n] == list(dict.fromkeys(runs))  # contiguous
+    assert list(ItemGroupedSampler(items, seed=3)) == first
+    assert any(list(ItemGroupedSampler(items, seed=s)) != first for s in range(4, 10))
+
+
+def test_culture_contrast_in_the_loss_and_training_reproduces_the_humans_differences(tiny_model_dir, tiny_wvs,
+                                                                                      tmp_path):
+    rows = wvs_distribution_rows(tiny_wvs, cultures=["USA", "DEU"])
+    rows = rows.filter(lambda q: q == rows[0]["qid"], input_columns="qid")
+    assert sorted(rows["culture"]) == ["DEU", "USA"]
+    wanted = {"USA": [0.7, 0.1, 0.1, 0.1], "DEU": [0.1, 0.1, 0.1, 0.7]}
+    rows = rows.map(lambda r: {"target": wanted[r["culture"]]})
+    trainer = _trainer(tiny_model_dir, rows, tmp_path, per_device_train_batch_size=2, max_steps=12,
+                       learning_rate=5e-3, culture_contrast_weight=4.0)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    assert batch["item"] == [rows[0]["qid"]] * 2
+
+    def loss_parts():
+        trainer.model.eval()
+        with torch.no_grad():
+            log_q = trainer.answer_log_probs(trainer.model, batch)
+            targets = [t.double() for t in batch["target"]]
+            kl = np.mean([float(torch.sum(p * (p.log() - lq.double()))) for p, lq in zip(targets, log_q)])
+            contrast = AnswerDistributionTrainer.culture_contrast(log_q, batch["target"], batch["item"],
+                                                                  batch["culture"]).mean().item()
+            return kl, contrast, trainer.compute_loss(trainer.model, batch).item()
+
+    kl, contrast, loss = loss_parts()
+    assert loss == pytest.approx(kl + 4.0 * contrast, rel=1e-4)
+    assert contrast > 0.05  # an untrained model answers both cultures alike
+    trainer.train()
+    assert loss_parts()[1] < contrast * 0.5
+    assert any("contrast" in h for h in trainer.state.log_history)
+
+
+def test_culture_contrast_settings_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="needs mode='joint'"):
+        AnswerDistributionConfig(str(tmp_path), mode="specific", culture_contrast_weight=1.0)
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        AnswerDistributionConfig(str(tmp_path), culture_contrast_weight=-1.0)

@@ -29,7 +29,7 @@ from ..cultures import get_culture
 from ..evaluation.scoring import OptionScorer, branching_nodes, constrained_choice_log_probs, node_chains
 from .culture_adapters import CultureAdapterConfig, CultureAdapterTrainer
 
-__all__ = ["AnswerDistributionCollator", "AnswerDistributionConfig", "AnswerDistributionTrainer"]
+__all__ = ["AnswerDistributionCollator", "AnswerDistributionConfig", "AnswerDistributionTrainer", "ItemGroupedSampler"]
 
 
 @dataclass
@@ -47,6 +47,16 @@ class AnswerDistributionConfig(CultureAdapterConfig):
             Column of the target distribution over the choices (non-negative, renormalised; zeros allowed).
         label_smoothing (`float`, *optional*, defaults to `0.0`):
             Mix the target with the uniform distribution: `(1 - s) * P + s / n`.
+        culture_contrast_weight (`float`, *optional*, defaults to `0.0`):
+            Weight lambda of the culture-contrast term (joint mode; 0 turns it off). The rows of one item asked for
+            different cultures are drawn together (one item's rows are consecutive in the sampling order, items in
+            random order), and for each such group in a batch the term is the squared error between how the model's
+            distributions and the humans' differ from the group's mean: `sum_k ((Q_ck - mean_c' Q_c'k) - (P_ck -
+            mean_c' P_c'k))^2` per row, in probability units, averaged like the KL. Forward KL alone is dominated by
+            what every culture shares (the item's average answer); this term sees only where the cultures differ, and
+            is 0 for a model that reproduces the humans' differences whatever its shared part. Logged as `contrast`.
+        item_column (`str`, *optional*, defaults to `"qid"`):
+            Column naming the item a row asks (rows of one item are grouped for the culture-contrast term).
 
     > Parameters whose defaults differ from [`~trl.SFTConfig`] (Cao et al., NAACL 2025):
 
@@ -71,6 +81,11 @@ class AnswerDistributionConfig(CultureAdapterConfig):
     choices_column: str = field(default="choices", metadata={"help": "Column of the legal answers (strings)."})
     target_column: str = field(default="target", metadata={"help": "Column of the target distribution."})
     label_smoothing: float = field(default=0.0, metadata={"help": "Mix the target with uniform: (1 - s) P + s / n."})
+    culture_contrast_weight: float = field(default=0.0, metadata={
+        "help": "Weight of the culture-contrast term (joint mode): squared error between the model's and the humans' "
+                "deviations from the mean distribution of the item's rows in the batch; 0 turns it off."})
+    item_column: str = field(default="qid", metadata={
+        "help": "Column naming a row's item (rows of one item are drawn together for the culture-contrast term)."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Initial learning rate of AdamW."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Prompts per device and step."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward."})
@@ -78,6 +93,12 @@ class AnswerDistributionConfig(CultureAdapterConfig):
     def __post_init__(self):
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"`label_smoothing` must be in [0, 1), got {self.label_smoothing}.")
+        if not (self.culture_contrast_weight >= 0.0 and np.isfinite(self.culture_contrast_weight)):
+            raise ValueError(f"`culture_contrast_weight` must be a finite number >= 0, got "
+                             f"{self.culture_contrast_weight}.")
+        if self.culture_contrast_weight > 0 and self.mode == "specific":
+            raise ValueError("`culture_contrast_weight` compares cultures within a batch, so it needs mode='joint' "
+                             "(a specific adapter sees one culture).")
         super().__post_init__()
 
 
@@ -86,11 +107,13 @@ class AnswerDistributionCollator:
 
     Each example becomes one row per chain of branching nodes (``prompt + path``; one row for single-token answers),
     right-padded. The batch carries, per example, where each branching node's next-token distribution is read:
-    ``answers[i] = {"sequences", "branches", "nodes": {node: (row, position)}}``.
+    ``answers[i] = {"sequences", "branches", "nodes": {node: (row, position)}}``; ``culture`` and ``item`` (the
+    values of ``item_column``) per example when every feature has them.
     """
 
-    def __init__(self, pad_token_id: int) -> None:
+    def __init__(self, pad_token_id: int, item_column: str = "qid") -> None:
         self.pad_token_id = pad_token_id
+        self.item_column = item_column
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
         rows: list[list[int]] = []
@@ -117,7 +140,37 @@ class AnswerDistributionCollator:
                  "target": [torch.tensor(f["target"], dtype=torch.float32) for f in features]}
         if all("culture" in f for f in features):
             batch["culture"] = [f["culture"] for f in features]
+        if all(self.item_column in f for f in features):
+            batch["item"] = [f[self.item_column] for f in features]
         return batch
+
+
+class ItemGroupedSampler(torch.utils.data.Sampler[int]):
+    """Row indices with the rows of one item consecutive: items in a random order, each item's rows shuffled.
+
+    Used for the culture-contrast term, which compares the cultures of one item within a batch. Each pass (epoch)
+    draws a new order from one generator seeded once, so a run is reproducible from its seed.
+
+    Args:
+        items: The item of each row (length = number of rows).
+        seed: Seed of the generator.
+    """
+
+    def __init__(self, items: Sequence[Any], seed: int = 0) -> None:
+        groups: dict[Any, list[int]] = {}
+        for index, item in enumerate(items):
+            groups.setdefault(item, []).append(index)
+        self.groups = list(groups.values())
+        self.num_rows = len(items)
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def __iter__(self):
+        for g in torch.randperm(len(self.groups), generator=self.generator).tolist():
+            group = self.groups[g]
+            yield from (group[k] for k in torch.randperm(len(group), generator=self.generator).tolist())
 
 
 def _encode_example(example: dict[str, Any], index: int, scorer: OptionScorer, prompt_column: str,
@@ -148,7 +201,7 @@ class AnswerDistributionTrainer(CultureAdapterTrainer):
 
     ```python
     >>> from culture_align.trainers import AnswerDistributionConfig, AnswerDistributionTrainer
-    >>> from culture_align.trainers.answer_distribution_data import wvs_distribution_rows
+    >>> from culture_align.recipes.distribution import wvs_distribution_rows
 
     >>> rows = wvs_distribution_rows(split.training_view(wvs))  # prompt, choices, target, culture
     >>> trainer = AnswerDistributionTrainer(model="HuggingFaceTB/SmolLM2-135M-Instruct", train_dataset=rows,
@@ -176,7 +229,7 @@ class AnswerDistributionTrainer(CultureAdapterTrainer):
         if isinstance(self.data_collator, _LazyCollator):
             tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-            self.data_collator = AnswerDistributionCollator(int(pad))
+            self.data_collator = AnswerDistributionCollator(int(pad), item_column=self.args.item_column)
         self.loss_is_scaled_for_ga = True  # compute_loss divides by the examples of the whole optimizer step
 
     # ------------------------------------------------------------------------------------------- datasets
@@ -202,12 +255,25 @@ class AnswerDistributionTrainer(CultureAdapterTrainer):
             _encode_example, with_indices=True,
             fn_kwargs={"scorer": scorer, "prompt_column": args.prompt_column, "choices_column": args.choices_column,
                        "target_column": args.target_column, "label_smoothing": args.label_smoothing},
-            remove_columns=[c for c in column_names if c != args.culture_column], **map_kwargs)
+            remove_columns=[c for c in column_names if c not in (args.culture_column, args.item_column)],
+            **map_kwargs)
         return self._select_cultures(dataset, args, dataset_name)
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
-            self._signature_columns = ["input_ids", "choice_ids", "target", self.args.culture_column]
+            self._signature_columns = ["input_ids", "choice_ids", "target", self.args.culture_column,
+                                       self.args.item_column]
+
+    def _get_train_sampler(self, train_dataset=None):
+        """With the culture-contrast term on, an [`ItemGroupedSampler`] over the item column; else the Trainer's."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.culture_contrast_weight <= 0 or dataset is None or not isinstance(dataset, Dataset):
+            return super()._get_train_sampler(train_dataset)
+        if self.args.item_column not in dataset.column_names:
+            raise ValueError(f"culture_contrast_weight > 0 needs the item column `{self.args.item_column}` in the "
+                             f"training dataset (columns: {dataset.column_names}).")
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return ItemGroupedSampler(dataset[self.args.item_column], seed=seed)
 
     # ----------------------------------------------------------------------------------------------- loss
     def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
@@ -234,8 +300,38 @@ class AnswerDistributionTrainer(CultureAdapterTrainer):
         return [constrained_choice_log_probs({node: log_probs[where[pos]] for node, pos in a["nodes"].items()},
                                              a["sequences"], a["branches"]) for a in answers]
 
+    @staticmethod
+    def culture_contrast(log_q: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], items: Sequence[Any],
+                         cultures: Sequence[str] | None = None) -> torch.Tensor:
+        """Per row, the squared error between the model's and the humans' deviations from their item group's mean.
+
+        Args:
+            log_q: log Q_model per row, `[n_choices]` tensors.
+            targets: P per row, aligned with `log_q`.
+            items: The item of each row; rows of one item (with the same number of choices and, when `cultures` is
+                given, at least two distinct cultures) form a group.
+            cultures: The culture of each row (optional).
+
+        Returns:
+            `[rows]` tensor: `sum_k ((Q_ik - mean_G Q_k) - (P_ik - mean_G P_k))^2` for rows in a group, 0 elsewhere.
+        """
+        values = [torch.zeros((), device=lq.device) for lq in log_q]
+        groups: dict[tuple[Any, int], list[int]] = {}
+        for i, (item, lq) in enumerate(zip(items, log_q)):
+            groups.setdefault((item, lq.numel()), []).append(i)
+        for members in groups.values():
+            if len(members) < 2 or (cultures is not None and len({cultures[i] for i in members}) < 2):
+                continue
+            q = torch.stack([log_q[i].exp() for i in members])
+            p = torch.stack([targets[i].to(q.device, q.dtype) for i in members])
+            errors = ((q - q.mean(0)) - (p - p.mean(0))).pow(2).sum(-1)
+            for k, i in enumerate(members):
+                values[i] = errors[k]
+        return torch.stack(values)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Mean over the step's prompts of KL(P_target || Q_model), in nats."""
+        """Mean over the step's prompts of KL(P_target || Q_model), in nats (plus `culture_contrast_weight` times the
+        culture-contrast term, when set)."""
         mode = "train" if self.model.training else "eval"
         log_q = self.answer_log_probs(model, inputs)
         kls, entropies = [], []
@@ -244,8 +340,17 @@ class AnswerDistributionTrainer(CultureAdapterTrainer):
             kls.append(torch.sum(torch.xlogy(p, p) - torch.where(p > 0, p * lq, torch.zeros_like(lq))))
             entropies.append(-(lq.exp() * lq).sum().detach())
         kl = torch.stack(kls)
+        total = kl.sum()
+        weight = self.args.culture_contrast_weight
+        if weight > 0:
+            if "item" not in inputs:
+                raise ValueError(f"culture_contrast_weight > 0 needs the item column `{self.args.item_column}` in "
+                                 "every row.")
+            contrast = self.culture_contrast(log_q, inputs["target"], inputs["item"], inputs.get("culture"))
+            total = total + weight * contrast.sum()
+            self._metrics[mode]["contrast"].append(contrast.detach().mean().item())
         denominator = len(kls) if num_items_in_batch is None else num_items_in_batch
-        loss = kl.sum() / torch.as_tensor(denominator, device=kl.device).clamp(min=1)
+        loss = total / torch.as_tensor(denominator, device=kl.device).clamp(min=1)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
         self._metrics[mode]["kl"].append(kl.detach().mean().item())
