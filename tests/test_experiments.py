@@ -473,6 +473,27 @@ def test_runner_trains_clca_on_chosen_cultures_with_their_own_shuffled_control(t
                          show_progress=False).run()
 
 
+def test_a_recipe_corpus_is_summarised_in_the_results_and_the_report(tiny_model_dir, tmp_path):
+    from datasets import DatasetDict, load_from_disk
+
+    condition = {"name": "clca", "recipe": "clca", "data": {"source": "clca", "cultures": ["USA", "DEU"],
+                                                             "pipeline": {"num_scenarios": 1}},
+                 "seeds": [0], "shuffled_control": False,
+                 "training": {"max_steps": 2, "per_device_train_batch_size": 4, "max_length": 128}}
+    runner = ExperimentRunner(_config(tiny_model_dir, baselines=["uniform"], conditions=[condition],
+                                      allow_short_training=True), output_dir=tmp_path / "run", wvs=synthetic_wvs(),
+                              show_progress=False)
+    folder = runner._data_dir(runner.config.conditions[0])  # a finished pipeline folder is reused as it is
+    DatasetDict({"train": load_from_disk(str(_clca_corpus(tmp_path / "corpus")))}).save_to_disk(str(folder / "dataset"))
+    counts = {"dialogues": 6, "train": 12, "rejections_by_stage": {"judge": 1}}
+    (folder / "stats.json").write_text(json.dumps({"counts": counts, "seconds": 12.5}))
+    payload = runner.run()
+    corpus = payload["conditions"]["clca"]["info"]["corpus"]
+    assert corpus == {"folder": f"data/{folder.name}", "counts": counts, "seconds": 12.5}
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"| clca | `data/{folder.name}` | 12 | dialogues 6, train 12 | 12.5 |" in report
+
+
 def test_config_anchors_subsets_and_shared_pipeline_folders(tiny_model_dir, tmp_path):
     config = tmp_path / "exp.yaml"
     config.write_text(f"""name: anchors

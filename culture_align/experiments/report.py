@@ -180,6 +180,15 @@ def to_markdown(payload: dict[str, Any]) -> str:
                       if "minus_shuffled_labels" in s else "")
             lines.append(f"| {name} | {_ci({'x': s['specificity_index'], 'x_ci95': s['specificity_index_ci95']}, 'x')}"
                          f" | {versus} |")
+    corpora = {name: c["info"]["corpus"] for name, c in conds.items() if c.get("info", {}).get("corpus")}
+    if corpora:
+        lines += ["", "## Recipe corpora (made by the experiment's model on the training cells; `data/` stays local)",
+                  "", "| condition | corpus folder | training records | pipeline counts | pipeline seconds |",
+                  "|---|---|---|---|---|"]
+        for name, corpus in corpora.items():
+            counts = ", ".join(f"{k} {v}" for k, v in corpus["counts"].items() if isinstance(v, int | float))
+            lines.append(f"| {name} | `{corpus['folder']}` | {corpus['counts'].get('train', '–')} | {counts} | "
+                         f"{corpus['seconds']} |")
     if payload["calibration"]:
         lines += ["", "## Calibration (fitted on training cells only)", "",
                   "| setting | T | alpha | train KL before | train KL after | training cells |", "|---|---|---|---|---|---|"]

@@ -310,7 +310,7 @@ class ExperimentRunner:
                        untrained: Predictions) -> list[ConditionResult]:
         """Train and score every seed of ``condition`` (and its shuffled-label control)."""
         from ..models import resolve_model_path
-        from .training import condition_cultures, train_condition, training_fingerprint
+        from .training import condition_cultures, corpus_summary, train_condition, training_fingerprint
 
         model_path = resolve_model_path(self.config.model)
         rows: dict[str, ConditionResult] = {}
@@ -340,6 +340,8 @@ class ExperimentRunner:
                                                               "setting": condition.setting, "data": condition.data,
                                                               "training": condition.training, "runs": [],
                                                               "shuffled_labels": shuffled}))
+            if condition.data["source"] in PIPELINE_SOURCES and "corpus" not in row.info:
+                row.info["corpus"] = corpus_summary(self._data_dir(condition), self.output_dir)
             row.seeds.append(seed)
             row.predictions.append(preds)
             row.info["runs"].append({"seed": seed, **record, "max_abs_dp": moved,

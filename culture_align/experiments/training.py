@@ -29,7 +29,7 @@ from .config import PIPELINE_SOURCES, TrainedCondition
 from .gates import check_training_length, first_step_learning_rate_schedule, optimizer_steps
 from .splits import ExperimentSplit, HeldOutError
 
-__all__ = ["build_condition_dataset", "condition_cultures", "train_condition"]
+__all__ = ["build_condition_dataset", "condition_cultures", "corpus_summary", "train_condition"]
 
 
 def condition_cultures(condition: TrainedCondition, split: ExperimentSplit) -> list[str]:
@@ -125,6 +125,15 @@ def _recipe_corpus(condition: TrainedCondition, wvs: WVSData, split: ExperimentS
     if source == "culturellm":
         return pipeline_class(teacher, view, config=config).run(folder)
     return pipeline_class(teacher, config=config, wvs=view, guard_questions=wvs.questions).run(folder)
+
+
+def corpus_summary(folder: Path, run_dir: Path) -> dict[str, Any]:
+    """What a recipe pipeline made in ``folder`` (its ``stats.json``): ``folder`` (relative to ``run_dir``),
+    ``counts`` (records per stage, rejections by reason, ``train``: the training records) and ``seconds`` (of the
+    invocation that finished it; cache hits cost nothing)."""
+    stats = json.loads((folder / "stats.json").read_text())
+    return {"folder": folder.relative_to(run_dir).as_posix(), "counts": stats.get("counts", {}),
+            "seconds": stats.get("seconds")}
 
 
 def _shuffle_corpus_labels(corpus: datasets.Dataset, mapping: dict[str, str]) -> datasets.Dataset:
