@@ -386,6 +386,32 @@ def test_runner_trains_the_answer_distribution_recipe(tiny_model_dir, tmp_path):
         _config(tiny_model_dir, conditions=[{**condition, "data": {"source": "wvs_answers", "label": "mode"}}])
 
 
+def test_a_condition_trained_and_scored_with_its_own_prompt_template(tiny_model_dir, tmp_path):
+    template = tmp_path / "named.yaml"
+    template.write_text("name: named\nsystem: 'You live in {culture_name}.'\n"
+                        "user: 'In {culture_name}: {question}\n{options}'\n")
+    condition = {"name": "named", "recipe": "answer_distribution", "setting": str(template),
+                 "data": {"source": "wvs_answers", "setting": str(template)}, "seeds": [0], "shuffled_control": False,
+                 "training": {"max_steps": 2, "per_device_train_batch_size": 8, "learning_rate": 5e-3}}
+    runner = ExperimentRunner(_config(tiny_model_dir, baselines=["uniform", "culture_prompt"], conditions=[condition],
+                                      allow_short_training=True), output_dir=tmp_path / "run", wvs=synthetic_wvs(),
+                              show_progress=False)
+    payload = runner.run()
+    untrained = payload["conditions"]["prompt_named"]  # the untrained model asked with the template
+    assert untrained["kind"] == "model" and untrained["info"]["setting"] == str(template)
+    assert {"uniform", "culture_prompt"} <= {c["baseline"] for c in payload["comparisons"]
+                                             if c["condition"] == "prompt_named"}
+    assert "prompt_named" in {c["baseline"] for c in payload["comparisons"] if c["condition"] == "named"}
+    assert "prompt_named" in payload["specificity"] and "named" in payload["specificity"]
+    sidecar = json.loads((tmp_path / "run" / "predictions" / "prompt_named" / "seed0.json").read_text())
+    assert sidecar["setting"]["user"].startswith("In {culture_name}")  # the cache knows what the file says
+    with pytest.raises(ValueError, match=r"conditions\[0\] \(named\)\.setting.*template file"):
+        _config(tiny_model_dir, conditions=[{**condition, "setting": str(tmp_path / "missing.yaml")}])
+    (tmp_path / "unnamed.yaml").write_text("system: 'You are a person.'\n")
+    with pytest.raises(ValueError, match="does not name the culture"):
+        _config(tiny_model_dir, conditions=[{**condition, "setting": str(tmp_path / "unnamed.yaml")}])
+
+
 def test_shuffled_labels_of_a_corpus_keep_every_row_and_swap_the_culture_named():
     from culture_align.cultures import get_culture
     from culture_align.experiments.training import _shuffle_corpus_labels

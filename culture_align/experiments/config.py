@@ -89,7 +89,9 @@ class TrainedCondition:
             ``answer_distribution`` (forward KL on the whole distribution: the training cells' human distributions
             with ``wvs_answers``, or a soft-label CultureSPA / CultureLLM corpus with those sources).
         mode: ``joint`` (one adapter, culture in the prompt) or ``specific`` (one adapter per culture).
-        setting: Prompt setting the adapters are scored with (default ``culture-aware``).
+        setting: Prompt setting the adapters are scored with (default ``culture-aware``), or a prompt template file
+            (``.json``/``.yaml``, see :class:`~culture_align.prompts.wvs.SurveyPromptTemplate`) that names the
+            culture; the untrained model is then scored with it too (row ``prompt_<template name>``).
         seeds: Training seeds (data order, LoRA init, sampling); at least 3 unless ``allow_short_training``.
         shuffled_control: Also train the same data with culture labels permuted among cultures (default true).
         training: Overrides of the recipe's config (``learning_rate``, ``num_train_epochs``, ``max_steps``,
@@ -201,7 +203,16 @@ class ExperimentConfig:
             if c.data["source"] == "dataset" and not c.data.get("path"):
                 raise bad(f"{where}.data.path", "is required for source: dataset")
             if c.setting not in ("culture-aware", "culture-unaware"):
-                raise bad(f"{where}.setting", f"must be culture-aware or culture-unaware, got {c.setting!r}")
+                from ..prompts.wvs import get_setting
+
+                try:  # a template file (.json/.yaml): read now, so a bad one fails before any training
+                    template = get_setting(c.setting)
+                except (ValueError, OSError) as err:
+                    raise bad(f"{where}.setting", f"must be culture-aware, culture-unaware or a prompt template file "
+                                                  f"(.json/.yaml): {err}") from None
+                if not template.uses_culture:
+                    raise bad(f"{where}.setting", f"template {c.setting} does not name the culture (use "
+                                                  "{culture_name} or {culture_phrase} in its system turn)")
             if not c.seeds or len(set(c.seeds)) != len(c.seeds):
                 raise bad(f"{where}.seeds", f"must be distinct integers, got {c.seeds!r}")
             if len(c.seeds) < 3 and not self.allow_short_training:

@@ -32,8 +32,14 @@ def _compared_with(name: str, row: ConditionResult, results: dict[str, Condition
         wanted = ["random_answers", "middle_option"]
     elif row.kind == "trained":
         wanted = list(NO_MODEL + MODEL_ROWS) + [f"{name}_shuffled_labels"]
+        setting = (row.info or {}).get("setting", "culture-aware")
+        if setting not in ("culture-aware", "culture-unaware"):  # a template file: the untrained model with it
+            from ..prompts.wvs import get_setting
+
+            wanted.append(f"prompt_{get_setting(setting).name}")
     else:
-        wanted = list(NO_MODEL) + (["base"] if name == "culture_prompt" else [])
+        wanted = list(NO_MODEL) + (["base"] if name == "culture_prompt" else []) + (
+            ["culture_prompt"] if name.startswith("prompt_") else [])
     return [w for w in wanted if w in results and w != name]
 _LABELS = {"kl_divergence": "KL ↓", "one_minus_js_distance": "1 - JS dist ↑", "similarity": "1 - JSD ↑",
            "accuracy": "mode acc ↑", "alignment_score": "align ↑", "js_distance": "JS dist ↓"}

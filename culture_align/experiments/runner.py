@@ -184,7 +184,13 @@ class ExperimentRunner:
         sidecar fingerprint (model, dtype, setting, cells, adapter): a cache made for anything else is recomputed."""
         path = self.output_dir / "predictions" / name / f"seed{seed}.parquet"
         sidecar = path.with_suffix(".json")
-        fingerprint = {"model": self.config.model, "dtype": self.config.dtype, "setting": setting,
+        if setting not in MODEL_SETTINGS.values():  # a template file: what it says, not only its path
+            from ..prompts.wvs import get_setting
+
+            setting_key: str | dict = get_setting(setting).to_dict()
+        else:
+            setting_key = setting
+        fingerprint = {"model": self.config.model, "dtype": self.config.dtype, "setting": setting_key,
                        "cultures": sorted(cultures), "items": sorted(items), "adapter": adapter_fingerprint}
         if path.is_file():
             saved = json.loads(sidecar.read_text()) if sidecar.is_file() else None
@@ -293,6 +299,15 @@ class ExperimentRunner:
                           "train_kl_before": calibration.train_kl_before, "train_kl_after": calibration.train_kl_after,
                           "n_train_cells": calibration.n_train_cells}, predictions=[cal_preds],
                     culture_conditioned=conditioned)
+        for setting in sorted(settings_needed - set(MODEL_SETTINGS.values())):  # a condition's own template file
+            from ..prompts.wvs import get_setting
+
+            name = f"prompt_{get_setting(setting).name}"
+            preds = timed("model answers", lambda n=name, s=setting: self._model_answers(
+                n, 0, s, loaded_cultures, split.test_items))
+            untrained[setting] = preds
+            results[name] = ConditionResult(name, "model", score_cells(cells, [preds.get(k) for k in zip(
+                cells.cultures, cells.qids)]), info={"setting": setting}, predictions=[preds], culture_conditioned=True)
         for condition in self.config.conditions:
             for row in timed("trained conditions", lambda c=condition: self._run_condition(
                     c, split, cells, untrained[c.setting])):
