@@ -517,7 +517,7 @@ def test_a_recipe_corpus_is_summarised_in_the_results_and_the_report(tiny_model_
     corpus = payload["conditions"]["clca"]["info"]["corpus"]
     assert corpus == {"folder": f"data/{folder.name}", "counts": counts, "seconds": 12.5}
     report = (tmp_path / "run" / "report.md").read_text()
-    assert f"| clca | `data/{folder.name}` | 12 | dialogues 6, train 12 | 12.5 |" in report
+    assert f"| `data/{folder.name}` | clca | 12 | dialogues 6, train 12 | 12.5 |" in report
 
 
 def test_config_anchors_subsets_and_shared_pipeline_folders(tiny_model_dir, tmp_path):

@@ -31,11 +31,26 @@ from .baselines import HUMAN_BASELINES
 from .gates import MIN_OPTIMIZER_STEPS
 from .splits import PROTOCOLS
 
-__all__ = ["ALL_BASELINES", "DATA_SOURCES", "PIPELINE_SOURCES", "RECIPES", "ExperimentConfig", "SplitConfig",
-           "TrainedCondition"]
+__all__ = ["ALL_BASELINES", "DATA_SOURCES", "MODEL_SETTINGS", "PIPELINE_SOURCES", "RECIPES", "ExperimentConfig",
+           "SplitConfig", "TrainedCondition", "untrained_row"]
 
 #: Baselines an experiment can report (all by default), in report order.
 ALL_BASELINES: tuple[str, ...] = HUMAN_BASELINES + ("base", "culture_prompt", "calibrated_base")
+#: Prompt setting of each model baseline (the untrained model asked culture-unaware and culture-aware).
+MODEL_SETTINGS: dict[str, str] = {"base": "culture-unaware", "culture_prompt": "culture-aware"}
+
+
+def untrained_row(setting: str) -> str:
+    """The result row of the untrained model under ``setting``: ``base`` or ``culture_prompt`` for the built-in
+    settings, ``prompt_<template name>`` for a condition's own template file."""
+    for name, built_in in MODEL_SETTINGS.items():
+        if setting == built_in:
+            return name
+    from ..prompts.wvs import get_setting
+
+    return f"prompt_{get_setting(setting).name}"
+
+
 #: Where a trained condition's records come from.
 DATA_SOURCES: tuple[str, ...] = ("wvs_answers", "dataset", "culturellm", "culturespa", "clca")
 #: Sources whose pipeline the experiment runs (the experiment's model as teacher) on the training cells.
@@ -202,7 +217,7 @@ class ExperimentConfig:
                 raise bad(f"{where}.data.cultures", f"must be a list of at least 2 ISO3 codes, got {chosen!r}")
             if c.data["source"] == "dataset" and not c.data.get("path"):
                 raise bad(f"{where}.data.path", "is required for source: dataset")
-            if c.setting not in ("culture-aware", "culture-unaware"):
+            if c.setting not in MODEL_SETTINGS.values():
                 from ..prompts.wvs import get_setting
 
                 try:  # a template file (.json/.yaml): read now, so a bad one fails before any training

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..evaluation.report import format_cell
 from .baselines import HUMAN_BASELINES
+from .config import untrained_row
 from .controls import culture_controls
 from .statistics import CellTable, ClusterBootstrap
 
@@ -31,12 +32,8 @@ def _compared_with(name: str, row: ConditionResult, results: dict[str, Condition
     if name.endswith("_expected_code"):
         wanted = ["random_answers", "middle_option"]
     elif row.kind == "trained":
-        wanted = list(NO_MODEL + MODEL_ROWS) + [f"{name}_shuffled_labels"]
-        setting = (row.info or {}).get("setting", "culture-aware")
-        if setting not in ("culture-aware", "culture-unaware"):  # a template file: the untrained model with it
-            from ..prompts.wvs import get_setting
-
-            wanted.append(f"prompt_{get_setting(setting).name}")
+        untrained = untrained_row((row.info or {}).get("setting", "culture-aware"))  # prompt_<name>: a template's
+        wanted = list(dict.fromkeys(NO_MODEL + MODEL_ROWS + (untrained, f"{name}_shuffled_labels")))
     else:
         wanted = list(NO_MODEL) + (["base"] if name == "culture_prompt" else []) + (
             ["culture_prompt"] if name.startswith("prompt_") else [])
@@ -186,14 +183,17 @@ def to_markdown(payload: dict[str, Any]) -> str:
                       if "minus_shuffled_labels" in s else "")
             lines.append(f"| {name} | {_ci({'x': s['specificity_index'], 'x_ci95': s['specificity_index_ci95']}, 'x')}"
                          f" | {versus} |")
-    corpora = {name: c["info"]["corpus"] for name, c in conds.items() if c.get("info", {}).get("corpus")}
+    corpora: dict[str, tuple[dict[str, Any], list[str]]] = {}  # folder -> (summary, the conditions trained on it)
+    for name, c in conds.items():
+        if c.get("info", {}).get("corpus"):
+            corpora.setdefault(c["info"]["corpus"]["folder"], (c["info"]["corpus"], []))[1].append(name)
     if corpora:
         lines += ["", "## Recipe corpora (made by the experiment's model on the training cells; `data/` stays local)",
-                  "", "| condition | corpus folder | training records | pipeline counts | pipeline seconds |",
+                  "", "| corpus folder | conditions | training records | pipeline counts | pipeline seconds |",
                   "|---|---|---|---|---|"]
-        for name, corpus in corpora.items():
+        for folder, (corpus, names) in corpora.items():
             counts = ", ".join(f"{k} {v}" for k, v in corpus["counts"].items() if isinstance(v, int | float))
-            lines.append(f"| {name} | `{corpus['folder']}` | {corpus['counts'].get('train', '–')} | {counts} | "
+            lines.append(f"| `{folder}` | {', '.join(names)} | {corpus['counts'].get('train', '–')} | {counts} | "
                          f"{corpus['seconds']} |")
     if payload["calibration"]:
         lines += ["", "## Calibration (fitted on training cells only)", "",

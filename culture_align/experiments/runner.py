@@ -34,7 +34,7 @@ from transformers.utils import logging
 
 from ..wvs.data import WVSData
 from .baselines import HUMAN_BASELINES, Calibration, fit_calibration, human_baseline_scores
-from .config import PIPELINE_SOURCES, ExperimentConfig, TrainedCondition
+from .config import MODEL_SETTINGS, PIPELINE_SOURCES, ExperimentConfig, TrainedCondition, untrained_row
 from .controls import culture_derangement
 from .gates import TrainingGateError, check_adapter_changed
 from .splits import ExperimentSplit, make_split
@@ -50,9 +50,6 @@ from .statistics import (
 logger = logging.get_logger(__name__)
 
 __all__ = ["ConditionResult", "ExperimentRunner"]
-
-#: Prompt setting of each model baseline.
-MODEL_SETTINGS = {"base": "culture-unaware", "culture_prompt": "culture-aware"}
 
 Predictions = dict[tuple[str, str], np.ndarray]
 """(culture, qid) -> the model's distribution over the item's codes."""
@@ -300,9 +297,7 @@ class ExperimentRunner:
                           "n_train_cells": calibration.n_train_cells}, predictions=[cal_preds],
                     culture_conditioned=conditioned)
         for setting in sorted(settings_needed - set(MODEL_SETTINGS.values())):  # a condition's own template file
-            from ..prompts.wvs import get_setting
-
-            name = f"prompt_{get_setting(setting).name}"
+            name = untrained_row(setting)
             preds = timed("model answers", lambda n=name, s=setting: self._model_answers(
                 n, 0, s, loaded_cultures, split.test_items))
             untrained[setting] = preds
