@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .embedded_models import DEFAULT_MODEL
+
 __all__ = ["main", "build_parser"]
 
 
@@ -84,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser("eval", help="score a model against human WVS answer distributions")
-    ev.add_argument("--model", default="smollm2-135m-instruct", help="HF id, local path or embedded alias")
+    ev.add_argument("--model", default=DEFAULT_MODEL, help="HF id, local path or embedded alias")
     ev.add_argument("--adapter", help="a PEFT adapter folder or Hub id to load on the model")
     ev.add_argument("--adapters-dir", help="a folder of culture adapters (output of `train culturespa|culturellm`):"
                     " each culture is scored with its own adapter, switched without reloading the model")
@@ -110,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     et = sub.add_parser("eval-tasks", help="macro-F1 on downstream culture classification tasks")
     et.add_argument("--tasks", required=True, help="a tasks.json index or a YAML file declaring the tasks")
     et.add_argument("--task", type=_csv, help="task names to run, comma-separated (default: all)")
-    et.add_argument("--model", default="smollm2-135m-instruct", help="HF id, local path or embedded alias")
+    et.add_argument("--model", default=DEFAULT_MODEL, help="HF id, local path or embedded alias")
     et.add_argument("--adapter", action="append", default=[], metavar="[ISO3=]PATH",
                     help="a PEFT adapter for every task (PATH) or for one culture's tasks (ISO3=PATH); repeatable")
     et.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
@@ -157,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "reuses what they trained and reports every condition")
 
     demo = sub.add_parser("demo", help="the embedded model on the bundled catalog, unaware vs. aware")
-    demo.add_argument("--model", default="smollm2-135m-instruct")
+    demo.add_argument("--model", default=DEFAULT_MODEL)
     _add_data_args(demo)
     demo.add_argument("--cultures", type=_csv, default=["USA", "CHN", "DEU"])
     demo.add_argument("--batch-size", type=int, default=16)

@@ -410,7 +410,7 @@ def _cached_hub_id(name_or_path: str) -> str | None:
     """The Hub id of a folder of a local model cache, also when that folder is not on this machine: a
     ``huggingface_hub`` cache folder (``.../models--<owner>--<name>/snapshots/<revision>``) or an embedded model
     converted into the culture-align cache (``.../models/<alias>-<version>``). None for any other path."""
-    from .models import EMBEDDED_MODELS
+    from .embedded_models import EMBEDDED_MODELS
 
     parts = Path(name_or_path).parts
     for part in parts:

@@ -9,7 +9,7 @@ from datasets import Dataset, DatasetDict
 
 from culture_align.cli import main
 from culture_align.scripts.clca import pipeline_config_from_dict
-from culture_align.scripts.config import load_config_section
+from culture_align.scripts.config import hold_out_split, load_config_section
 
 
 def test_config_sections_and_errors(tmp_path):
@@ -24,6 +24,29 @@ def test_config_sections_and_errors(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(ValueError, match="bad.yaml"):
         load_config_section(bad, "generate")
+
+
+def test_hold_out_split_keeps_groups_together_and_strata_represented():
+    # 12 dialogues x 2 perspectives x 2 tasks, two cultures: every row of a dialogue on one side
+    rows = [{"dialogue_id": f"d{k}", "culture": "GBR" if k < 6 else "JPN", "row": 4 * k + j}
+            for k in range(12) for j in range(4)]
+    data = Dataset.from_list(rows)
+    train, test = hold_out_split(data, 0.25, seed=0, group_column="dialogue_id", stratify_column="culture")
+    assert not set(train["dialogue_id"]) & set(test["dialogue_id"])
+    assert len(train) + len(test) == len(data) and len(test) == 4 * 4  # ceil(0.25 x 6) = 2 dialogues per culture
+    assert sorted(set(test["culture"])) == ["GBR", "JPN"]
+    assert train["row"] == sorted(train["row"]) and test["row"] == sorted(test["row"])  # the row order is kept
+    again = hold_out_split(data.shuffle(seed=3), 0.25, seed=0, group_column="dialogue_id", stratify_column="culture")
+    assert set(again[1]["dialogue_id"]) == set(test["dialogue_id"])  # the draw does not depend on the row order
+    other = [set(hold_out_split(data, 0.25, seed=s, group_column="dialogue_id")[1]["dialogue_id"]) for s in range(5)]
+    assert len({frozenset(o) for o in other}) > 1  # the seed matters
+    rows_only = hold_out_split(data, 0.25, seed=0)  # no group column: single rows
+    assert len(rows_only[1]) == 12
+    with pytest.raises(ValueError, match="culture 'GBR'"):
+        hold_out_split(data.filter(lambda r: r["dialogue_id"] in ("d0", "d6", "d7")), 0.5, seed=0,
+                       group_column="dialogue_id", stratify_column="culture")
+    with pytest.raises(ValueError, match="eval_fraction"):
+        hold_out_split(data, 1.0, seed=0)
 
 
 def test_pipeline_config_from_dict():

@@ -21,8 +21,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..embedded_models import DEFAULT_MODEL
 from .checks import check_training_args
-from .config import load_config_section, load_training_dataset, parse_dataclasses, pop_config_flag
+from .config import (
+    hold_out_split,
+    load_config_section,
+    load_training_dataset,
+    parse_dataclasses,
+    pop_config_flag,
+)
 
 __all__ = ["AdapterTrainScriptArguments", "DistributionTrainScriptArguments", "train_culturellm_main",
            "train_culturespa_main", "train_distribution_main"]
@@ -92,18 +99,6 @@ def _distribution_rows(script_args: DistributionTrainScriptArguments):
     return load_training_dataset(script_args.dataset_path, script_args.dataset_split)
 
 
-def _split_by_culture(dataset, fraction: float, seed: int, column: str):
-    """Hold out `fraction` of each culture's records (of all records without a culture column)."""
-    from datasets import concatenate_datasets
-
-    if column not in dataset.column_names:
-        split = dataset.train_test_split(test_size=fraction, seed=seed)
-        return split["train"], split["test"]
-    splits = [dataset.filter(lambda value, c=culture: value == c, input_columns=column)
-              .train_test_split(test_size=fraction, seed=seed) for culture in sorted(set(dataset[column]))]
-    return (concatenate_datasets([s["train"] for s in splits]), concatenate_datasets([s["test"] for s in splits]))
-
-
 def _train_main(recipe: str, argv: Sequence[str] | None) -> int:
     from trl import ModelConfig, get_peft_config
 
@@ -121,7 +116,7 @@ def _train_main(recipe: str, argv: Sequence[str] | None) -> int:
         (script_class, config_class, ModelConfig), argv, defaults)
     if not model_args.use_peft:
         raise ValueError("culture adapters are LoRA adapters: `use_peft` cannot be false")
-    model_name = model_args.model_name_or_path or "smollm2-135m-instruct"
+    model_name = model_args.model_name_or_path or DEFAULT_MODEL
     check_training_args(training_args, script_args, model_name)
     if recipe == "distribution":
         dataset = _distribution_rows(script_args)
@@ -133,8 +128,8 @@ def _train_main(recipe: str, argv: Sequence[str] | None) -> int:
                                                                           if training_args.mode == "specific" else ()))
     eval_dataset = None
     if script_args.eval_fraction > 0:
-        dataset, eval_dataset = _split_by_culture(dataset, script_args.eval_fraction, training_args.seed,
-                                                  training_args.culture_column)
+        dataset, eval_dataset = hold_out_split(dataset, script_args.eval_fraction, training_args.seed,
+                                               stratify_column=training_args.culture_column)
     if model_args.dtype and model_args.dtype != "auto":
         training_args.model_init_kwargs = {**(training_args.model_init_kwargs or {}), "dtype": model_args.dtype}
     model_path = resolve_model_path(model_name)

@@ -54,7 +54,7 @@ def check_model_reference(name: Any, what: str = "--model", marker: str = "confi
     """
     if not isinstance(name, (str, os.PathLike)):
         return
-    from ..models import EMBEDDED_MODELS
+    from ..embedded_models import EMBEDDED_MODELS
 
     text = os.fspath(name)
     if text.lower() in EMBEDDED_MODELS:

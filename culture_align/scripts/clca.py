@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..embedded_models import DEFAULT_MODEL
 from .checks import check_backend_spec, check_output_dir, check_training_args
 from .config import (
     dataclass_from_dict,
+    hold_out_split,
     load_config_section,
     load_training_dataset,
     parse_dataclasses,
@@ -66,7 +68,7 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
 
     section = load_config_section(args.config, "generate")
     teacher_spec = {"backend": "transformers", "model": args.teacher} if args.teacher else section.pop(
-        "teacher", {"backend": "transformers", "model": "smollm2-135m-instruct"})
+        "teacher", {"backend": "transformers", "model": DEFAULT_MODEL})
     section.pop("teacher", None)
     output_dir = args.output_dir or section.pop("output_dir", "runs/clca-data")
     section.pop("output_dir", None)
@@ -107,7 +109,8 @@ class TrainScriptArguments:
                 "local Parquet/JSON(L) file with `messages` and `task` columns."})
     dataset_split: str = field(default="train", metadata={"help": "Split to train on."})
     eval_fraction: float = field(default=0.0, metadata={
-        "help": "Share of the training conversations held out for evaluation (by dialogue, 0 = none)."})
+        "help": "Share of the dialogues held out for evaluation (0 = none): every row of a dialogue (both "
+                "perspectives, dialogue and intent) on one side, by `dialogue_id` (single rows without it)."})
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
@@ -121,15 +124,15 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     defaults = load_config_section(config_path, "train")
     script_args, training_args, model_args = parse_dataclasses(
         (TrainScriptArguments, CLCAConfig, ModelConfig), argv, defaults)
-    model_name = model_args.model_name_or_path or "smollm2-135m-instruct"
+    model_name = model_args.model_name_or_path or DEFAULT_MODEL
     check_training_args(training_args, script_args, model_name)
     model_path = resolve_model_path(model_name)
     dataset = load_training_dataset(script_args.dataset_path, script_args.dataset_split,
                                     required_columns=("messages",))
     eval_dataset = None
     if script_args.eval_fraction > 0:
-        split = dataset.train_test_split(test_size=script_args.eval_fraction, seed=training_args.seed)
-        dataset, eval_dataset = split["train"], split["test"]
+        dataset, eval_dataset = hold_out_split(dataset, script_args.eval_fraction, training_args.seed,
+                                               group_column="dialogue_id")
     if model_args.dtype and model_args.dtype != "auto":
         training_args.model_init_kwargs = {**(training_args.model_init_kwargs or {}), "dtype": model_args.dtype}
     trainer = CLCATrainer(model=model_path, args=training_args, train_dataset=dataset, eval_dataset=eval_dataset,

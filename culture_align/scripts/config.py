@@ -15,8 +15,8 @@ import yaml
 from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
-__all__ = ["load_config_section", "parse_dataclasses", "dataclass_from_dict", "load_training_dataset",
-           "pop_config_flag"]
+__all__ = ["load_config_section", "parse_dataclasses", "dataclass_from_dict", "hold_out_split",
+           "load_training_dataset", "pop_config_flag"]
 
 
 def pop_config_flag(argv: Sequence[str] | None) -> tuple[list[str], str | None]:
@@ -253,3 +253,43 @@ def load_training_dataset(path: str, split: str = "train", required_columns: tup
         raise ValueError(f"{path}: the training data has no column {', '.join(missing)} (it has "
                          f"{', '.join(table.column_names)})")
     return table
+
+
+def hold_out_split(dataset, fraction: float, seed: int, *, group_column: str | None = None,
+                   stratify_column: str | None = None):
+    """``(train, held_out)``: ``fraction`` of ``dataset`` held out for evaluation, whole groups at a time.
+
+    Rows sharing a value of ``group_column`` (e.g. the two perspectives of one CLCA dialogue, ``dialogue_id``) land
+    on the same side; without it (or when the dataset lacks the column) every row is its own group. With
+    ``stratify_column`` (e.g. ``culture``), each of its values holds out ``ceil(fraction x its groups)`` groups, so
+    every culture is evaluated; a group spanning several strata counts in the first one it appears in. Both sides
+    keep the dataset's row order. The groups drawn depend only on ``seed`` and the sorted group values.
+
+    Raises:
+        ValueError: ``fraction`` outside (0, 1), or a stratum with fewer than two groups (it cannot be split).
+    """
+    import math
+
+    import numpy as np
+
+    if not 0 < fraction < 1:
+        raise ValueError(f"eval_fraction must be in (0, 1), got {fraction}")
+    columns = dataset.column_names
+    groups = dataset[group_column] if group_column in columns else list(range(len(dataset)))
+    strata = dataset[stratify_column] if stratify_column in columns else [None] * len(dataset)
+    stratum_of: dict[Any, Any] = {}
+    for group, stratum in zip(groups, strata):
+        stratum_of.setdefault(group, stratum)
+    rng = np.random.default_rng(seed)
+    held_out: set[Any] = set()
+    for stratum in sorted({s for s in stratum_of.values()}, key=str):
+        members = sorted((g for g, s in stratum_of.items() if s == stratum), key=str)
+        if len(members) < 2:
+            where = f"{stratify_column} {stratum!r}" if stratum is not None else "the dataset"
+            unit = f"{group_column} value" if group_column in columns else "row"
+            raise ValueError(f"cannot hold out part of {where}: it has {len(members)} {unit}(s)")
+        n = min(math.ceil(fraction * len(members)), len(members) - 1)
+        held_out.update(members[i] for i in rng.permutation(len(members))[:n])
+    test = [i for i, g in enumerate(groups) if g in held_out]
+    train = [i for i, g in enumerate(groups) if g not in held_out]
+    return dataset.select(train), dataset.select(test)

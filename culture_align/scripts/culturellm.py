@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..embedded_models import DEFAULT_MODEL
 from .checks import check_backend_spec, check_output_dir
 from .config import dataclass_from_dict, load_config_section
 
@@ -66,7 +67,7 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
     from ..wvs import load_wvs
 
     section = load_config_section(args.config, "generate")
-    teacher_spec = section.pop("teacher", {"backend": "transformers", "model": "smollm2-135m-instruct"})
+    teacher_spec = section.pop("teacher", {"backend": "transformers", "model": DEFAULT_MODEL})
     if args.teacher:
         teacher_spec = {"backend": "transformers", "model": args.teacher}
     wvs_path = args.wvs or section.pop("wvs", None)

@@ -61,7 +61,7 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from ..backends.factory import backend_from_config
-    from ..models import DEFAULT_MODEL
+    from ..embedded_models import DEFAULT_MODEL
     from ..recipes.culturespa import CultureSPAPipeline
 
     section = dict(load_config_section(args.config, "generate"))
