@@ -49,7 +49,6 @@ __all__ = [
     "dataset_builders_path",
     "load_builder_class",
     "build_corpus",
-    "size_category",
 ]
 
 BUILDER_NAMES = ("wvs", "clca_dialogues", "culturespa_qa", "culturellm_augmented", "answer_distributions")
@@ -79,7 +78,8 @@ class CorpusCard:
         language: Hub language codes.
         tags: Extra Hub tags (``culture-align`` is always added).
         license_name, license_link: For ``license="other"``: the licence's name and where to read it.
-        citation: BibTeX of the method or data.
+        citation: BibTeX of the data's source (e.g. the survey). A recipe's corpus leaves it empty: its builder's
+            ``RECIPE`` names the recipe, whose citation the registry holds (:meth:`CorpusBuilder.citation`).
     """
 
     pretty_name: str
@@ -121,6 +121,18 @@ class CorpusBuilder(datasets.GeneratorBasedBuilder):
     CARD: CorpusCard
     PRIVATE_BY_DEFAULT: bool = False
     """Whether :func:`culture_align.hub.push_dataset` creates a private repo unless told otherwise."""
+    RECIPE: str = ""
+    """The recipe that makes the corpus (a key of :func:`culture_align.hub.recipe_registry`), or empty."""
+
+    @classmethod
+    def citation(cls) -> str:
+        """BibTeX of the corpus: the card's ``citation`` and the recipe's paper (from the recipe registry)."""
+        parts = [cls.CARD.citation.strip()] if cls.CARD.citation.strip() else []
+        if cls.RECIPE:
+            from .hub.recipes import get_recipe
+
+            parts.append(get_recipe(cls.RECIPE).citation.strip())
+        return "\n".join(parts)
 
     @property
     def source(self) -> Path:
@@ -186,7 +198,6 @@ class RunFolderBuilder(CorpusBuilder):
     SPLIT_FEATURES: Mapping[str, datasets.Features] = {}
     DEFAULT_CONFIG_NAME = "train"
     KEY_COLUMN = "id"
-    RECIPE = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -198,7 +209,7 @@ class RunFolderBuilder(CorpusBuilder):
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(description=self.config.description or "",
                                     features=self.SPLIT_FEATURES[self.config.name],
-                                    citation=self.CARD.citation, license=self.CARD.license)
+                                    citation=self.citation(), license=self.CARD.license)
 
     def run_stats(self) -> dict[str, Any]:
         """The run's ``stats.json`` (empty when the run has none)."""
@@ -328,18 +339,6 @@ def load_builder_class(name: str) -> type[CorpusBuilder]:
 # Building to Hub layout
 # ----------------------------------------------------------------------------------------------------------
 
-_SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-                    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
-
-
-def size_category(num_rows: int) -> str:
-    """The Hub's ``size_categories`` value for a dataset of ``num_rows`` rows (largest config)."""
-    for limit, name in _SIZE_CATEGORIES:
-        if num_rows < limit:
-            return name
-    return "n>1B"
-
-
 @dataclass
 class BuiltConfig:
     """One built config: its ``DatasetInfo`` (features, split sizes), its Parquet files per split (paths
@@ -384,7 +383,7 @@ def build_corpus(
         ValueError: ``output_dir`` is a file, or a non-empty folder that is not an earlier build and
             ``overwrite`` is false (checked before anything is built).
     """
-    from .hub import corpus_card  # the card is rendered with the other Hub cards
+    from .cards import corpus_card
 
     cls = load_builder_class(builder) if isinstance(builder, str) else builder
     known = [c.name for c in cls.BUILDER_CONFIGS]
@@ -431,7 +430,7 @@ def _is_earlier_build(out: Path) -> bool:
     card is tagged ``culture-align``, and config folders of ``<split>-NNNNN-of-NNNNN.parquet`` files."""
     from huggingface_hub import DatasetCard
 
-    from .hub import LIBRARY_TAG
+    from .cards import LIBRARY_TAG
 
     readme = out / "README.md"
     for entry in out.iterdir():

@@ -22,16 +22,6 @@ from culture_align.builders import CorpusBuilder, CorpusCard, CorpusConfig
 from culture_align.recipes.distribution import DISTRIBUTION_FEATURES, wvs_distribution_rows
 from culture_align.wvs import WVSData, load_questions, load_wvs
 
-_CITATION = """\
-@inproceedings{cao2025specializing,
-  title     = {Specializing Large Language Models to Simulate Survey Response Distributions for Global Populations},
-  author    = {Yong Cao and Haijiang Liu and Arnav Arora and Isabelle Augenstein and Paul R{\\"o}ttger and
-               Daniel Hershcovich},
-  booktitle = {Proceedings of the 2025 Conference of the Nations of the Americas Chapter of the Association for
-               Computational Linguistics},
-  year      = {2025}
-}"""
-
 _TERMS = """\
 The targets are World Values Survey (WVS) figures from the user's own copy of the WVS files, produced by the World
 Values Survey Association (<https://www.worldvaluessurvey.org>) under its conditions of use. **culture-align does not
@@ -65,6 +55,7 @@ class AnswerDistributions(CorpusBuilder):
         "AnswerDistributionTrainer's forward-KL loss."))]
     DEFAULT_CONFIG_NAME = "rows"
     PRIVATE_BY_DEFAULT = True
+    RECIPE = "answer_distribution"
     CARD = CorpusCard(
         pretty_name="WVS answer distributions as training rows",
         summary=(
@@ -78,7 +69,6 @@ class AnswerDistributions(CorpusBuilder):
         task_categories=("text-generation", "multiple-choice"),
         tags=("world-values-survey", "survey", "culture", "distributional-alignment", "pluralistic-alignment"),
         source_and_terms=_TERMS,
-        citation=_CITATION,
         fields={"rows": {
             "prompt": "The chat prompt: a system turn (naming the culture in the culture-aware setting) and the user "
                       "turn with the item and its numbered options.",
@@ -98,7 +88,7 @@ class AnswerDistributions(CorpusBuilder):
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(description=self.config.description, features=DISTRIBUTION_FEATURES,
-                                    citation=self.CARD.citation, license=self.CARD.license)
+                                    citation=self.citation(), license=self.CARD.license)
 
     def wvs_data(self) -> WVSData:
         data = load_wvs(str(self.source), load_questions(self.config.questions) if self.config.questions else None)

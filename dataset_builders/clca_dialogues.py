@@ -31,14 +31,6 @@ _REJECTIONS = {
     "detail": "JSON text: the errors, the raw model answers of every attempt, the verdicts.",
 }
 
-_CITATION = """\
-@inproceedings{liu2025clca,
-  title     = {Cultural Learning-Based Culture Adaptation of Language Models},
-  author    = {Chen Cecilia Liu and Anna Korhonen and Iryna Gurevych},
-  booktitle = {Proceedings of the 63rd Annual Meeting of the Association for Computational Linguistics},
-  year      = {2025}
-}"""
-
 
 class CLCADialogues(RunFolderBuilder):
     """The CLCA corpus of a pipeline run: ``dialogues``, ``train`` (training conversations) and ``rejections``."""
@@ -70,7 +62,6 @@ class CLCADialogues(RunFolderBuilder):
         license_name="generated-data-terms-of-the-teacher-models",
         task_categories=("text-generation",),
         tags=("synthetic", "dialogue", "role-play", "culture", "clca"),
-        citation=_CITATION,
         fields={
             "train": {
                 **CHAT_MESSAGE_FIELDS,

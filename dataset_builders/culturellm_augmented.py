@@ -16,14 +16,6 @@ from culture_align.recipes.culturellm.augment import AUGMENT_REJECTION_FEATURES,
 from culture_align.recipes.culturellm.seeds import SEED_FEATURES
 from culture_align.recipes.culturellm.training_data import TRAIN_FEATURES
 
-_CITATION = """\
-@inproceedings{li2024culturellm,
-  title     = {CultureLLM: Incorporating Cultural Differences into Large Language Models},
-  author    = {Cheng Li and Mengzhou Chen and Jindong Wang and Sunayana Sitaram and Xing Xie},
-  booktitle = {Advances in Neural Information Processing Systems},
-  year      = {2024}
-}"""
-
 
 class CultureLLMAugmented(RunFolderBuilder):
     """The CultureLLM corpus of a pipeline run: ``train``, ``seeds``, ``augmented`` and ``rejections``."""
@@ -60,7 +52,6 @@ class CultureLLMAugmented(RunFolderBuilder):
             "(<https://www.worldvaluessurvey.org>), which the person who built this dataset supplied from their own "
             "copy; culture-align ships no WVS data. The WVS conditions of use govern tables derived from it: read "
             "them before publishing, and publish privately unless you are allowed to do otherwise."),
-        citation=_CITATION,
         fields={
             "train": {
                 "id": "Stable id of the example (hash of its inputs).",

@@ -19,14 +19,6 @@ from culture_align.recipes.culturespa.schemas import (
     TRAIN_FEATURES,
 )
 
-_CITATION = """\
-@article{xu2024culturespa,
-  title   = {Self-Pluralising Culture Alignment for Large Language Models},
-  author  = {Shaoyang Xu and Yongqi Leng and Linhao Yu and Deyi Xiong},
-  journal = {arXiv preprint arXiv:2410.12971},
-  year    = {2024}
-}"""
-
 _DISTRIBUTIONS = {
     "unaware_probs": "The model's answer distribution over `codes` when answering as a person with their own "
                      "values (culture-unaware prompt); null when no sampled answer parsed.",
@@ -67,7 +59,6 @@ class CultureSPAQA(RunFolderBuilder):
         license_name="generated-data-terms-of-the-generating-model",
         task_categories=("question-answering", "text-generation"),
         tags=("synthetic", "survey", "culture", "values", "culturespa", "world-values-survey"),
-        citation=_CITATION,
         fields={
             "train": {
                 "id": "Stable id of the example (hash of its inputs).",

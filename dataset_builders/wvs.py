@@ -179,7 +179,7 @@ class WVS(CorpusBuilder):
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(description=self.config.description, features=_FEATURES[self.config.name],
-                                    citation=self.CARD.citation, license=self.CARD.license)
+                                    citation=self.citation(), license=self.CARD.license)
 
     def wvs_data(self) -> WVSData:
         """The configured WVS source, loaded with :func:`culture_align.wvs.load_wvs`."""

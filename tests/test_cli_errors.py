@@ -309,7 +309,7 @@ def test_per_culture_repo_template_is_checked_before_any_upload(tmp_path):
     api = mock.MagicMock()
     with pytest.raises(ValueError, match="repo_id"):
         push_adapter(tmp_path, "me/adapter-{country}", per_culture_repos=True, api=api)
-    assert not api.create_repo.called and not api.create_commit.called
+    assert not api.create_repo.called and not api.upload_folder.called
 
 
 def test_train_data_is_checked_before_the_model_and_never_fetched_from_the_hub(tmp_path, capsys):

@@ -8,7 +8,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, SpaceCard
+from huggingface_hub import HfApi, ModelCard, SpaceCard
 from test_dataset_builders import write_clca_run
 
 from culture_align import cli, hub
@@ -46,21 +46,31 @@ def _tiny_wvs():
 
 
 def mock_api(existing: list[str] | None = None) -> mock.MagicMock:
+    """A mocked ``HfApi`` whose ``upload_folder`` records what the real one would commit: the files of the folder
+    it is given (read at call time, through huggingface_hub's own pattern filter) and the files of ``existing`` its
+    ``delete_patterns`` would delete, in ``api.uploads``."""
+    from huggingface_hub.utils import filter_repo_objects
+
     api = mock.create_autospec(HfApi, instance=True)
-    api.list_repo_files.return_value = existing or []
+    api.uploads = []
+
+    def upload_folder(*, repo_id, folder_path, repo_type=None, commit_message=None, delete_patterns=None,
+                      allow_patterns=None, ignore_patterns=None, **kwargs):
+        root = Path(folder_path)
+        paths = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_file()]
+        kept = list(filter_repo_objects(paths, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns))
+        deleted = [p for p in filter_repo_objects(existing or [], allow_patterns=delete_patterns)
+                   if delete_patterns and p not in kept]
+        api.uploads.append({"repo_id": repo_id, "repo_type": repo_type, "message": commit_message,
+                            "files": {p: (root / p).read_bytes() for p in kept}, "deleted": sorted(deleted)})
+
+    api.upload_folder.side_effect = upload_folder
     return api
 
 
 def committed(api: mock.MagicMock) -> list[tuple[str, str, list[str], list[str], str]]:
-    """Per create_commit call: (repo_id, repo_type, added paths, deleted paths, commit message)."""
-    out = []
-    for call in api.create_commit.call_args_list:
-        ops = call.kwargs["operations"]
-        out.append((call.args[0], call.kwargs["repo_type"],
-                    sorted(o.path_in_repo for o in ops if isinstance(o, CommitOperationAdd)),
-                    sorted(o.path_in_repo for o in ops if isinstance(o, CommitOperationDelete)),
-                    call.kwargs["commit_message"]))
-    return out
+    """Per upload: (repo_id, repo_type, uploaded paths, deleted paths, commit message)."""
+    return [(u["repo_id"], u["repo_type"], sorted(u["files"]), u["deleted"], u["message"]) for u in api.uploads]
 
 
 def save_adapter(folder: Path, base_dir: Path, seed: int = 0) -> Path:
@@ -94,7 +104,7 @@ def test_eval_results_carry_the_reports_per_culture_numbers(report):
 
 def test_adapter_card_metadata_and_model_index(report, tmp_path):
     card = hub.adapter_model_card(
-        recipe="culturespa", base_model="Qwen/Qwen2.5-0.5B-Instruct", cultures=["CHN", "USA"],
+        recipe=hub.get_recipe("culturespa"), base_model="Qwen/Qwen2.5-0.5B-Instruct", cultures=["CHN", "USA"],
         datasets_used=["me/culturespa-qa"], training_config={"learning_rate": 1e-4},
         adapter_config={"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": {"q_proj", "v_proj"}},
         report=report, repo_id="me/spa-qwen")
@@ -112,8 +122,32 @@ def test_adapter_card_metadata_and_model_index(report, tmp_path):
     text = loaded.text
     assert 'PeftModel.from_pretrained(base, "me/spa-qwen")' in text
     assert '"learning_rate": 0.0001' in text and "2410.12971" in text
-    with pytest.raises(ValueError, match="unknown recipe"):
-        hub.adapter_model_card(recipe="nope", base_model=None)
+    with pytest.raises(ValueError, match="unknown recipe 'nope'; choose one of answer_distribution, clca, "
+                                         "culturellm, culturespa"):
+        hub.get_recipe("nope")
+
+
+def test_the_recipe_registry_comes_from_the_trainers_and_their_subclasses(tiny_model_dir, tmp_path):
+    from culture_align.trainers import CLCATrainer, CultureSPATrainer
+
+    registry = hub.recipe_registry()
+    assert registry["culturespa"].trainer is CultureSPATrainer and registry["clca"].arxiv_id == "2504.02953"
+    assert registry["clca"].citation == CLCATrainer._paper["citation"]  # one place: the trainer
+
+    class MyRecipeTrainer(CultureSPATrainer):  # a user's recipe: its own name and paper
+        _name = "MyRecipe"
+        _paper = {"title": "My recipe", "id": "2501.00001", "citation": "@misc{mine,\n  title = {My recipe}\n}"}
+
+    class Tweaked(CultureSPATrainer):  # keeps its parent's name: its parent's recipe
+        pass
+
+    registry = hub.recipe_registry()
+    assert registry["myrecipe"].trainer is MyRecipeTrainer and registry["culturespa"].trainer is CultureSPATrainer
+    folder = save_adapter(tmp_path / "mine", tiny_model_dir)
+    (folder / "training_info.json").write_text(json.dumps({"recipe": "MyRecipe", "cultures": ["JPN"]}))
+    card = hub.adapter_card_from_folder(folder)
+    assert "myrecipe" in card.data.tags and "@misc{mine," in card.text and "2501.00001" in card.text
+    assert Tweaked._name == "CultureSPA"
 
 
 def test_report_from_results_json(report, tmp_path):
@@ -257,11 +291,11 @@ def test_cli_build_and_push_refuse_a_folder_of_user_files_unless_overwrite(tmp_p
     assert "mine: the output folder is not empty" in err and "--overwrite" in err
     assert (out / "README.md").read_text() == "# my own readme\n" and not (out / "train").exists()
     api = mock_api()
-    with mock.patch.object(hub, "HfApi", return_value=api):
+    with mock.patch.object(hub.upload, "HfApi", return_value=api):
         push = ["push", "dataset", "clca_dialogues", "--source", str(run), "me/clca", "--local-dir", str(out)]
         assert cli.main(push) == 2
         assert "not an earlier build" in capsys.readouterr().err
-        api.create_commit.assert_not_called()
+        api.upload_folder.assert_not_called()
         assert cli.main([*push, "--overwrite"]) == 0
     assert (out / "data.csv").read_text() == "a,b\n" and (out / "train").is_dir()
     assert cli.main([*args, "--overwrite"]) == 0 and (out / "data.csv").is_file()
@@ -278,8 +312,7 @@ def test_push_metric_as_an_evaluate_space():
     assert committed(api) == [("me/wvs_alignment", "space",
                                ["README.md", "app.py", "requirements.txt", "wvs_alignment.py"], [],
                                "Upload the wvs_alignment evaluate metric (culture-align)")]
-    call = api.create_commit.call_args
-    assert {Path(o.path_or_fileobj).parent for o in call.kwargs["operations"]} == {folder}
+    assert all(content == (folder / name).read_bytes() for name, content in api.uploads[0]["files"].items())
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -294,7 +327,7 @@ def test_cli_build_and_push(tmp_path, tiny_model_dir, capsys):
         "train/train-00000-of-00001.parquet"]
 
     api = mock_api()
-    with mock.patch.object(hub, "HfApi", return_value=api):
+    with mock.patch.object(hub.upload, "HfApi", return_value=api):
         assert cli.main(["push", "dataset", "clca_dialogues", "--source", str(run), "me/clca",
                          "--local-dir", str(tmp_path / "local"), "--commit-message", "first corpus"]) == 0
         assert committed(api)[0][0::4] == ("me/clca", "first corpus")
@@ -317,7 +350,7 @@ def test_cli_push_wvs_is_private_unless_public(tmp_path):
     source, questions = write_wvs_csv(tmp_path / "src")
     for flags, private in (([], True), (["--public"], False)):
         api = mock_api()
-        with mock.patch.object(hub, "HfApi", return_value=api):
+        with mock.patch.object(hub.upload, "HfApi", return_value=api):
             assert cli.main(["push", "dataset", "wvs", "--source", str(source), "--questions", str(questions),
                              "--configs", "questions", "me/wvs", *flags]) == 0
         assert api.create_repo.call_args.kwargs["private"] is private

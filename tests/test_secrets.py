@@ -22,10 +22,10 @@ from unittest import mock
 
 import pytest
 import torch
-from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+from huggingface_hub import ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 from test_clca_pipeline import SEEDS, FakeBackend
-from test_hub import save_adapter
+from test_hub import mock_api, save_adapter
 
 from culture_align import hub
 from culture_align.backends import GenerationParams, OpenAICompatibleBackend
@@ -217,19 +217,9 @@ def test_trainer_never_pickles_the_hub_token(tiny_model_dir, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- push adapter
 
-def mock_api() -> mock.MagicMock:
-    return mock.create_autospec(HfApi, instance=True)
-
-
 def uploads(api: mock.MagicMock, call: int = -1) -> dict[str, bytes]:
-    """``{path in repo: content}`` of one create_commit call."""
-    out = {}
-    for op in api.create_commit.call_args_list[call].kwargs["operations"]:
-        assert isinstance(op, CommitOperationAdd)
-        source = op.path_or_fileobj
-        out[op.path_in_repo] = (source if isinstance(source, bytes) else Path(source).read_bytes()
-                                if isinstance(source, (str, Path)) else source.getvalue())
-    return out
+    """``{path in repo: content}`` of one upload."""
+    return api.uploads[call]["files"]
 
 
 def save_args(path: Path, hub_token: str | None) -> Path:
@@ -275,7 +265,7 @@ def test_a_failed_push_leaves_the_local_files_as_they_were(tiny_model_dir, tmp_p
                            (specific, {"recipe": "culturespa", "per_culture_repos": True})):
         before = snapshot(folder)
         api = mock_api()
-        api.create_commit.side_effect = http_error(500, "https://huggingface.co/api/models/me/adapter")
+        api.upload_folder.side_effect = http_error(500, "https://huggingface.co/api/models/me/adapter")
         with pytest.raises(HfHubHTTPError):
             hub.push_adapter(folder, "me/adapter", api=api, **kwargs)
         assert snapshot(folder) == before, kwargs

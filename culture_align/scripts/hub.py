@@ -90,8 +90,8 @@ def push_main(argv: Sequence[str] | None = None) -> int:
     ad.add_argument("repo_id", help="model repo; with --per-culture-repos a prefix or a template with {culture}")
     ad.add_argument("--per-culture-repos", action="store_true",
                     help="specific mode: one repo per culture instead of one repo with a subfolder each")
-    ad.add_argument("--recipe", choices=["clca", "culturespa", "culturellm"],
-                    help="the recipe (default: from the folder's culture-align card)")
+    ad.add_argument("--recipe", help="the recipe: clca, culturespa, culturellm, answer_distribution or a trainer "
+                                     "subclass's _name (default: the folder's training_info.json or culture-align card)")
     ad.add_argument("--report", help="WVS evaluation results (culture-align eval --out folder, or its results.json)")
     ad.add_argument("--dataset", action="append", default=[], help="Hub id of the training data (repeatable)")
     ad.add_argument("--private", action="store_true", default=None, help="create the repo(s) private")

@@ -219,6 +219,18 @@ class AnswerDistributionTrainer(CultureAdapterTrainer):
     config_class: ClassVar[type[CultureAdapterConfig]] = AnswerDistributionConfig
     _tag_names = ["trl", "culture-align", "answer-distribution"]
     _name = "answer_distribution"
+    _paper = {
+        "title": "Specializing Large Language Models to Simulate Survey Response Distributions for Global Populations",
+        "id": "2502.07068",
+        "citation": "@inproceedings{cao2025specializing,\n  title     = {Specializing Large Language Models to Simulate "
+        "Survey Response Distributions for Global Populations},\n  author    = {Yong Cao and Haijiang Liu and Arnav "
+        "Arora and Isabelle Augenstein and Paul R{\\\"o}ttger and Daniel Hershcovich},\n  booktitle = {Proceedings of "
+        "the 2025 Conference of the Nations of the Americas Chapter of the Association for Computational "
+        "Linguistics},\n  year      = {2025}\n}\n@inproceedings{suh2025subpop,\n  title     = {Language Model "
+        "Fine-Tuning on Scaled Survey Data for Predicting Distributions of Public Opinions},\n  author    = {Joseph "
+        "Suh and Erfan Jahanparast and Suhong Moon and Minwoo Kang and Serina Chang},\n  booktitle = {Proceedings of "
+        "the 63rd Annual Meeting of the Association for Computational Linguistics},\n  year      = {2025}\n}",
+    }
 
     def __init__(self, model, args: AnswerDistributionConfig | None = None, data_collator=None, train_dataset=None,
                  eval_dataset=None, processing_class: PreTrainedTokenizerBase | None = None, **kwargs):

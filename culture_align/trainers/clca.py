@@ -15,8 +15,10 @@ collator (one more tensor), `get_batch_samples` (per-task token counts), `comput
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,7 +31,8 @@ from trl.data_utils import common_prefix_length, get_dataset_column_names, pack_
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from trl.trainer.utils import global_then_local_main_first, pad
 
-from ..hub import write_trainer_model_card
+from ..cards import training_summary, write_trainer_model_card
+from ..models import TRAINING_INFO_NAME
 from ..redaction import SecretFreePickleMixin
 from .defaults import default_bf16, parse_resume_from_checkpoint
 
@@ -311,7 +314,13 @@ class CLCATrainer(SFTTrainer):
 
     _tag_names = ["trl", "sft", "clca", "culture-align"]
     _name = "CLCA"
-    # The paper and citation of the model card: `culture_align.hub.RECIPES` (one place).
+    _paper = {
+        "title": "Cultural Learning-Based Culture Adaptation of Language Models",
+        "id": "2504.02953",
+        "citation": "@inproceedings{liu2025clca,\n  title     = {Cultural Learning-Based Culture Adaptation of Language "
+        "Models},\n  author    = {Chen Cecilia Liu and Anna Korhonen and Iryna Gurevych},\n  booktitle = {Proceedings "
+        "of the 63rd Annual Meeting of the Association for Computational Linguistics},\n  year      = {2025}\n}",
+    }
     # `compute_loss` normalises by the token counts of the whole accumulated batch: `Trainer` must not also divide by
     # the number of accumulation steps (TRL's base trainer maps this onto older transformers).
     loss_is_scaled_for_ga = True
@@ -568,14 +577,18 @@ class CLCATrainer(SFTTrainer):
         `WVSEvaluator`, the per-culture WVS results as model-index metadata) to `args.output_dir/README.md`, in place
         of TRL's. `trainer.push_to_hub(report=report)` passes the report through.
         """
-        write_trainer_model_card(self, recipe="clca", model_name=model_name, dataset_name=dataset_name, tags=tags,
-                                 report=report, cultures=self.cultures)
+        write_trainer_model_card(self, model_name=model_name, dataset_name=dataset_name, tags=tags, report=report,
+                                 cultures=self.cultures)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
-        """Save the model (PEFT writes its generic card) and then our model card beside it."""
+        """Save the model (PEFT writes its generic card), its `training_info.json` (recipe, cultures, settings: what
+        its card is rendered from again when the folder is pushed) and our model card beside it."""
         super().save_model(output_dir, _internal_call)
-        if not _internal_call:  # `push_to_hub` and checkpoints call `create_model_card` themselves
-            write_trainer_model_card(self, recipe="clca", output_dir=output_dir, cultures=self.cultures)
+        if not _internal_call and self.is_world_process_zero():  # `push_to_hub` and checkpoints write their card
+            folder = Path(output_dir or self.args.output_dir)
+            info = {"recipe": self._name, "cultures": self.cultures, "settings": training_summary(self.args)}
+            (folder / TRAINING_INFO_NAME).write_text(json.dumps(info, indent=1, default=str) + "\n")
+            write_trainer_model_card(self, output_dir=folder, cultures=self.cultures)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.model.training:  # `Trainer` logs after the last micro-batch of a step

@@ -40,8 +40,8 @@ from transformers.utils import logging
 from trl import SFTConfig, SFTTrainer
 from trl.data_utils import get_dataset_column_names
 
+from ..cards import write_trainer_model_card
 from ..cultures import get_culture
-from ..hub import RECIPES, write_trainer_model_card
 from ..models import CULTURE_ADAPTERS_INDEX, TRAINING_INFO_NAME
 from ..redaction import SecretFreePickleMixin
 from .clca import tokenize_conversation, trainer_config
@@ -430,7 +430,7 @@ class CultureAdapterTrainer(SFTTrainer):
             "culture_column": self.args.culture_column,
             "settings": self._settings(key),
             "train_metrics": _jsonable(metrics or {}),
-            "paper": RECIPES[self._name.lower()].arxiv_id if self._name.lower() in RECIPES else None,
+            "paper": (self._paper or {}).get("id"),
         }
 
     def _check_reusable(self, culture: str, folder: Path) -> dict[str, Any]:
@@ -566,9 +566,9 @@ class CultureAdapterTrainer(SFTTrainer):
                          cultures=self.cultures)
 
     def _write_card(self, **kwargs: Any) -> None:
-        """Our card for the recipe named by `_name` (a subclass without a known recipe writes none)."""
-        if self._name.lower() in RECIPES:
-            write_trainer_model_card(self, recipe=self._name.lower(), **kwargs)
+        """Our card for the trainer's recipe (`_name`, `_paper`); a subclass that declares no paper writes none."""
+        if (self._paper or {}).get("citation"):
+            write_trainer_model_card(self, **kwargs)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if self.args.mode == "joint":

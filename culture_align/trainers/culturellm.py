@@ -85,4 +85,11 @@ class CultureLLMTrainer(CultureAdapterTrainer):
     config_class: ClassVar[type[CultureAdapterConfig]] = CultureLLMConfig
     _tag_names = ["trl", "sft", "culturellm", "culture-align"]
     _name = "CultureLLM"
-    # The paper and citation of the model card: `culture_align.hub.RECIPES` (one place).
+    _paper = {
+        "title": "CultureLLM: Incorporating Cultural Differences into Large Language Models",
+        "id": "2402.10946",
+        "citation": "@inproceedings{li2024culturellm,\n  title     = {CultureLLM: Incorporating Cultural Differences "
+        "into Large Language Models},\n  author    = {Cheng Li and Mengzhou Chen and Jindong Wang and Sunayana "
+        "Sitaram and Xing Xie},\n  booktitle = {Advances in Neural Information Processing Systems},\n  year      = "
+        "{2024}\n}",
+    }

@@ -82,4 +82,10 @@ class CultureSPATrainer(CultureAdapterTrainer):
     config_class: ClassVar[type[CultureAdapterConfig]] = CultureSPAConfig
     _tag_names = ["trl", "sft", "culturespa", "culture-align"]
     _name = "CultureSPA"
-    # The paper and citation of the model card: `culture_align.hub.RECIPES` (one place).
+    _paper = {
+        "title": "Self-Pluralising Culture Alignment for Large Language Models",
+        "id": "2410.12971",
+        "citation": "@article{xu2024culturespa,\n  title   = {Self-Pluralising Culture Alignment for Large Language "
+        "Models},\n  author  = {Shaoyang Xu and Yongqi Leng and Linhao Yu and Deyi Xiong},\n  journal = {arXiv "
+        "preprint arXiv:2410.12971},\n  year    = {2024}\n}",
+    }
