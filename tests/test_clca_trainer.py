@@ -15,7 +15,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
 from culture_align.trainers import CLCAConfig, CLCATrainer
-from culture_align.trainers.clca import CLCA_TASKS, DataCollatorForCLCA, tokenize_conversation
+from culture_align.trainers.clca import CLCA_TASKS, DataCollatorForCLCA
+from culture_align.trainers.utils import tokenize_conversation
 
 # conftest's ChatML template, with `{% generation %}` markers around what an assistant turn adds
 CHATML_WITH_GENERATION = (
@@ -182,12 +183,19 @@ def test_joint_loss_is_sum_of_per_task_token_means(load, tmp_path):
 
     with torch.no_grad():
         assert trainer.compute_loss(model, dict(batch)).item() == pytest.approx(expected, abs=1e-5)
-        # With the step's per-task counts, as `get_batch_samples` computes them
-        _, counts = trainer.get_batch_samples(iter([batch]), 1, torch.device("cpu"))
-        assert counts.tolist() == [scored[0].sum().item(), scored[1].sum().item()]
+        # With the step's per-task counts, as `get_batch_samples` computes them: the scalar `Trainer` expects
+        _, num_items = trainer.get_batch_samples(iter([batch]), 1, torch.device("cpu"))
+        assert trainer.step_task_tokens.tolist() == [scored[0].sum().item(), scored[1].sum().item()]
+        assert num_items.item() == scored.sum().item()
         model.train()
-        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=counts)
+        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=num_items)
     assert loss.item() == pytest.approx(expected, abs=1e-5)
+    # the task weights are config fields: w x dialogue + lambda x intent
+    trainer.args.dialogue_loss_weight = 2.0
+    assert trainer.args.task_weights == {"dialogue": 2.0, "intent": 0.5}
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=num_items)
+    assert loss.item() == pytest.approx((2 * dialogue_mean + 0.5 * intent_mean).item(), abs=1e-5)
 
 
 def _params_after_one_sgd_step(load, tmp_path, batch_size, accumulation, model_accepts_loss_kwargs=True):
@@ -262,6 +270,8 @@ def test_config_validates_tasks_and_weight(tmp_path):
         _args(tmp_path, tasks=["dialog"])
     with pytest.raises(ValueError, match="intent_loss_weight"):
         _args(tmp_path, intent_loss_weight=-1.0)
+    with pytest.raises(ValueError, match="dialogue_loss_weight"):
+        _args(tmp_path, dialogue_loss_weight=-1.0)
     assert _args(tmp_path, tasks="intent").tasks == ["intent"]
     assert _args(tmp_path).tasks == ["dialogue", "intent"]
 

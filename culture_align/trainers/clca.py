@@ -5,7 +5,7 @@ same culture-adapted role-play dialogues: ``"dialogue"`` examples (the model pla
 ``"intent"`` examples (the model states what a speaker meant by a turn). The reference concatenated both and ran
 plain SFT; here the joint objective is explicit,
 
-    L = L_dialogue + intent_loss_weight * L_intent,
+    L = dialogue_loss_weight * L_dialogue + intent_loss_weight * L_intent   (both weights 1 by default),
 
 each term a token-mean of the cross-entropy over its own task's assistant tokens, in one forward pass over
 batches that mix both tasks. Only `_prepare_dataset` (tokenisation with assistant masks and task ids), the
@@ -26,15 +26,14 @@ from datasets import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
 from trl import SFTConfig, SFTTrainer
-from trl.chat_template_utils import has_generation_markers
-from trl.data_utils import common_prefix_length, get_dataset_column_names, pack_dataset
+from trl.data_utils import get_dataset_column_names, pack_dataset
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from trl.trainer.utils import global_then_local_main_first, pad
 
 from ..cards import training_summary, write_trainer_model_card
 from ..models import TRAINING_INFO_NAME
 from ..redaction import SecretFreePickleMixin
-from .defaults import default_bf16, parse_resume_from_checkpoint
+from .utils import default_bf16, parse_resume_from_checkpoint, tokenize_conversation, trainer_config
 
 logger = logging.get_logger(__name__)
 
@@ -58,8 +57,11 @@ class CLCAConfig(SecretFreePickleMixin, SFTConfig):
         > Parameters that control the CLCA objective
 
         intent_loss_weight (`float`, *optional*, defaults to `1.0`):
-            Weight lambda of the intent loss in `L = L_dialogue + lambda * L_intent`, where each term is the mean
+            Weight lambda of the intent loss in `L = w * L_dialogue + lambda * L_intent`, where each term is the mean
             cross-entropy over the assistant tokens of its task in the (accumulated, global) batch.
+        dialogue_loss_weight (`float`, *optional*, defaults to `1.0`):
+            Weight w of the dialogue loss (the paper's objective has 1). [`CLCAConfig.task_weights`] gives both by
+            task.
         tasks (`list[str]`, *optional*, defaults to `["dialogue", "intent"]`):
             Tasks to train on, among `"dialogue"` and `"intent"`. Examples of other tasks are dropped from the
             datasets (the count is logged): `["dialogue"]` and `["intent"]` are the paper's ablations (the
@@ -109,6 +111,10 @@ class CLCAConfig(SecretFreePickleMixin, SFTConfig):
             "the datasets (the count is logged): `['dialogue']` and `['intent']` are the paper's ablations."
         },
     )
+    dialogue_loss_weight: float = field(
+        default=1.0,
+        metadata={"help": "Weight w of the dialogue loss in `L = w * L_dialogue + lambda * L_intent` (the paper: 1)."},
+    )
     task_column: str = field(
         default="task",
         metadata={"help": "Name of the dataset column holding each example's task."},
@@ -123,8 +129,9 @@ class CLCAConfig(SecretFreePickleMixin, SFTConfig):
         unknown = [task for task in self.tasks if task not in CLCA_TASKS]
         if unknown:
             raise ValueError(f"Unknown CLCA task(s) {unknown} in `tasks`; valid tasks are {list(CLCA_TASKS)}.")
-        if self.intent_loss_weight < 0:
-            raise ValueError(f"`intent_loss_weight` must be >= 0, got {self.intent_loss_weight}.")
+        for name in ("intent_loss_weight", "dialogue_loss_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         if self.assistant_only_loss:
             # The loss is assistant-only by construction. Left on, `SFTTrainer` would try to swap in a training chat
             # template, which TRL ships for a fixed list of models only.
@@ -135,84 +142,10 @@ class CLCAConfig(SecretFreePickleMixin, SFTConfig):
             self.bf16 = default_bf16(self.fp16, self.use_cpu)
         super().__post_init__()
 
-
-def trainer_config(model, args: SFTConfig | None, config_class: type[SFTConfig], name: str) -> SFTConfig:
-    """The `args` a trainer runs with, as in [`~trl.SFTTrainer`]: an instance of `config_class`.
-
-    `None` gives `config_class("<model name>-<name>")` (the last part of the model's id or path; `model` is an id,
-    a path or a loaded model); an `SFTConfig` of another class is converted, its `hub_token` included.
-    """
-    if args is None:
-        model_name = model if isinstance(model, str) else model.config._name_or_path
-        return config_class(f"{str(model_name).rstrip('/').split('/')[-1]}-{name}")
-    if not isinstance(args, config_class):
-        dict_args = args.to_dict()
-        dict_args["hub_token"] = args.hub_token  # `to_dict` hides it
-        return config_class(**dict_args)
-    return args
-
-
-def tokenize_conversation(
-    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], chat_template: str | None = None
-) -> dict[str, list[int]]:
-    """
-    Tokenise a conversation with its chat template and mark the tokens of every assistant turn.
-
-    A template with `{% generation %}` markers gives the mask directly (`return_assistant_tokens_mask`). Any other
-    template is rendered on prefixes of the conversation: assistant turn `i` spans from the end of
-    `messages[:i]` rendered with the generation prompt (so the role header is excluded) to the end of
-    `messages[: i + 1]`, so it covers the content, the end-of-turn token and whatever the template appends after it
-    (ChatML's newline), like TRL's training templates. Where a prefix does not tokenise as a prefix of the whole
-    conversation (templates that render earlier turns differently), the span is cut where they diverge and a warning
-    is logged once.
-
-    Args:
-        tokenizer ([`~transformers.PreTrainedTokenizerBase`]):
-            Tokenizer with a chat template.
-        messages (`list[dict]`):
-            The conversation, a list of `{"role", "content"}` messages; any number of assistant turns.
-        chat_template (`str`, *optional*):
-            Template to use instead of the tokenizer's own.
-
-    Returns:
-        `dict` with `input_ids` (`list[int]`) and `assistant_masks` (`list[int]`, 1 on assistant-turn tokens).
-    """
-
-    def render(conversation, add_generation_prompt=False, **kwargs):
-        return tokenizer.apply_chat_template(
-            conversation,
-            chat_template=chat_template,
-            tokenize=True,
-            return_dict=True,
-            add_generation_prompt=add_generation_prompt,
-            **kwargs,
-        )
-
-    template = chat_template if chat_template is not None else tokenizer.chat_template
-    if template is not None and has_generation_markers(template):
-        processed = render(messages, return_assistant_tokens_mask=True)
-        return {"input_ids": list(processed["input_ids"]), "assistant_masks": list(processed["assistant_masks"])}
-
-    input_ids = list(render(messages)["input_ids"])
-    mask = [0] * len(input_ids)
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        if i > 0:
-            prefix = list(render(messages[:i], add_generation_prompt=True)["input_ids"])
-        else:  # an opening assistant turn: the template's header for it, read off a turn with empty content
-            prefix = list(render([{**message, "content": ""}])["input_ids"])
-        start = common_prefix_length(prefix, input_ids)
-        turn = list(render(messages[: i + 1])["input_ids"])
-        end = common_prefix_length(turn, input_ids)
-        if (i > 0 and start < len(prefix)) or end < len(turn):
-            logger.warning_once(
-                "The chat template does not render a conversation's prefixes as prefixes of the whole "
-                "conversation, so some assistant spans are cut where the renderings diverge. Prefer a template with "
-                "`{% generation %}` markers (e.g. TRL's training templates, via `chat_template_path`)."
-            )
-        mask[start:end] = [1] * max(end - start, 0)
-    return {"input_ids": input_ids, "assistant_masks": mask}
+    @property
+    def task_weights(self) -> dict[str, float]:
+        """The loss weight of each task in `CLCA_TASKS`: `{"dialogue": w, "intent": lambda}`."""
+        return {"dialogue": self.dialogue_loss_weight, "intent": self.intent_loss_weight}
 
 
 def _tokenize_example(
@@ -257,13 +190,14 @@ class DataCollatorForCLCA(DataCollatorForLanguageModeling):
 class CLCATrainer(SFTTrainer):
     """
     Trainer for CLCA: SFT on dialogue and intent conversations with the joint loss
-    `L = L_dialogue + intent_loss_weight * L_intent`.
+    `L = dialogue_loss_weight * L_dialogue + intent_loss_weight * L_intent` (`CLCAConfig.task_weights`).
 
     Each term is the mean token cross-entropy over the assistant tokens of its task. Under gradient accumulation and
     data parallelism both means are taken over the whole optimizer step: `get_batch_samples` counts each task's
     assistant tokens over all micro-batches of the step (summed over processes when
-    `average_tokens_across_devices=True`, as `transformers` does for `num_items_in_batch`) and passes this per-task
-    vector to `compute_loss` as `num_items_in_batch`. A batch without one task adds 0 for it. `loss_dialogue` and
+    `average_tokens_across_devices=True`, as `transformers` does for `num_items_in_batch`), keeps them in
+    `step_task_tokens` and returns their sum, the scalar `num_items_in_batch` `Trainer` expects; `compute_loss`
+    divides each task's loss by its own count. A batch without one task adds 0 for it. `loss_dialogue` and
     `loss_intent` are logged (train and eval) next to TRL's metrics: in training, the per-task token mean of each
     optimizer step, averaged over the steps since the last log; in evaluation, the per-task mean of each eval batch,
     averaged over the batches.
@@ -367,8 +301,10 @@ class CLCATrainer(SFTTrainer):
             self.data_collator = DataCollatorForCLCA(**{f.name: getattr(collator, f.name) for f in fields(collator)})
 
         # Per-task loss sums and token counts of the current optimizer step, over its micro-batches and processes
-        self._step_task_loss = [0.0] * len(CLCA_TASKS)
-        self._step_task_tokens = [0.0] * len(CLCA_TASKS)
+        self._logged_task_loss = [0.0] * len(CLCA_TASKS)
+        self._logged_task_tokens = [0.0] * len(CLCA_TASKS)
+        #: Per-task scored tokens of the current optimizer step, (len(CLCA_TASKS),), over all processes.
+        self.step_task_tokens: torch.Tensor | None = None
 
     def _prepare_dataset(
         self,
@@ -464,8 +400,9 @@ class CLCATrainer(SFTTrainer):
         """
         Fetch the micro-batches of one optimizer step and count each task's assistant tokens over all of them.
 
-        Returns the batches and, in place of `Trainer`'s scalar `num_items_in_batch`, the vector of per-task token
-        counts of the step (indexed like `CLCA_TASKS`), summed over processes when `average_tokens_across_devices`.
+        Returns the batches and `Trainer`'s scalar `num_items_in_batch` (the step's scored tokens, summed over
+        processes when `average_tokens_across_devices`); the per-task counts it adds up (indexed like `CLCA_TASKS`)
+        are kept in `self.step_task_tokens` for `compute_loss`.
         """
         self._flush_step_task_losses()  # this is the start of a new optimizer step
         batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
@@ -478,14 +415,16 @@ class CLCATrainer(SFTTrainer):
             counts = self.accelerator.gather(counts[None]).sum(dim=0)
             # Tensor-parallel ranks share their batch, so the gather counts it once per rank of the group
             counts = counts // self.get_tp_size()
-        return batch_samples, counts
+        self.step_task_tokens = counts
+        return batch_samples, counts.sum()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """
         `L = mean CE over dialogue tokens + intent_loss_weight * mean CE over intent tokens`, from one forward pass.
 
-        `num_items_in_batch` is the per-task token-count vector of the whole optimizer step (see
-        `get_batch_samples`); without it (evaluation, or a direct call), each mean is over this batch alone.
+        Given `num_items_in_batch` (a training step, see `get_batch_samples`), each mean is over the task's tokens in
+        the whole optimizer step (`self.step_task_tokens`); without it (evaluation, or a direct call), over this batch
+        alone.
         """
         mode = "train" if self.model.training else "eval"
         model_inputs = {key: value for key, value in inputs.items() if key != "task_ids"}
@@ -505,8 +444,8 @@ class CLCATrainer(SFTTrainer):
         task_loss_sum = (per_token_loss[..., None] * in_task).sum(dim=(0, 1))
         task_tokens = in_task.sum(dim=(0, 1))
 
-        num_items = task_tokens if num_items_in_batch is None else torch.as_tensor(num_items_in_batch)
-        weights = torch.tensor([1.0, self.args.intent_loss_weight], device=per_token_loss.device)
+        num_items = task_tokens if num_items_in_batch is None else self.step_task_tokens
+        weights = torch.tensor([self.args.task_weights[task] for task in CLCA_TASKS], device=per_token_loss.device)
         # Clamped so that a task absent from the batch adds a finite zero rather than 0 / 0
         loss = (weights * task_loss_sum / num_items.to(per_token_loss.device).clamp(min=1)).sum()
         # Like `Trainer.compute_loss`: the counts cover every rank, and DDP averages the gradients across ranks
@@ -551,8 +490,8 @@ class CLCATrainer(SFTTrainer):
         if mode == "train":
             self._total_train_tokens += int(num_input_tokens) // self._tp_size
             for k in range(n):  # completed into a per-step mean by `_flush_step_task_losses`
-                self._step_task_loss[k] += loss_sums[k]
-                self._step_task_tokens[k] += token_counts[k]
+                self._logged_task_loss[k] += loss_sums[k]
+                self._logged_task_tokens[k] += token_counts[k]
         else:
             for k, task in enumerate(CLCA_TASKS):
                 if token_counts[k] > 0:
@@ -566,10 +505,10 @@ class CLCATrainer(SFTTrainer):
     def _flush_step_task_losses(self):
         """Store the per-task token-mean losses of the optimizer step that just ended (tasks it had tokens of)."""
         for k, task in enumerate(CLCA_TASKS):
-            if self._step_task_tokens[k] > 0:
-                self._metrics["train"][f"loss_{task}"].append(self._step_task_loss[k] / self._step_task_tokens[k])
-        self._step_task_loss = [0.0] * len(CLCA_TASKS)
-        self._step_task_tokens = [0.0] * len(CLCA_TASKS)
+            if self._logged_task_tokens[k] > 0:
+                self._metrics["train"][f"loss_{task}"].append(self._logged_task_loss[k] / self._logged_task_tokens[k])
+        self._logged_task_loss = [0.0] * len(CLCA_TASKS)
+        self._logged_task_tokens = [0.0] * len(CLCA_TASKS)
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None, report=None, **kwargs):
         """

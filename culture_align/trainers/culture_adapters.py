@@ -44,8 +44,7 @@ from ..cards import write_trainer_model_card
 from ..cultures import get_culture
 from ..models import CULTURE_ADAPTERS_INDEX, TRAINING_INFO_NAME
 from ..redaction import SecretFreePickleMixin
-from .clca import tokenize_conversation, trainer_config
-from .defaults import default_bf16, parse_resume_from_checkpoint
+from .utils import default_bf16, parse_resume_from_checkpoint, tokenize_conversation, trainer_config
 
 logger = logging.get_logger(__name__)
 
