@@ -39,7 +39,7 @@ from culture_align.wvs import (
     load_wvs,
     load_wvs_csv,
 )
-from culture_align.wvs.loaders import _code_positions
+from culture_align.wvs.loaders.survey_csv import _code_positions
 
 PROPERTY = settings(max_examples=60, deadline=None, derandomize=True)
 FOUR = ("Very", "Rather", "Not very", "Not at all")
