@@ -3,6 +3,7 @@ culture-swap heatmaps, a reliability diagram). Aggregates only: no human figure 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -283,11 +284,15 @@ def _plots(folder: Path, payload: dict[str, Any]) -> list[str]:
 
 def write_report(output_dir: Path, payload: dict[str, Any], cells: CellTable, results: dict) -> None:
     """Write ``results.json``, ``report.md`` and ``plots/`` into ``output_dir``."""
-    from .runner import save_json
-
     save_json(output_dir / "results.json", payload)  # first: a plotting error must not lose the numbers
     (output_dir / "report.md").write_text(to_markdown(payload))
     payload["plots"] = _plots(output_dir / "plots", payload)
     save_json(output_dir / "results.json", payload)
 
 
+def save_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as JSON to ``path`` atomically (a temporary file renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    tmp.replace(path)

@@ -369,9 +369,3 @@ def _expected_code(probs: np.ndarray | None, codes: tuple[int, ...]) -> int | No
     mean = float(np.dot(probs, codes))
     return int(min(max(np.floor(mean + 0.5), min(codes)), max(codes)))
 
-
-def save_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    tmp.replace(path)

@@ -107,16 +107,18 @@ def _recipe_corpus(condition: TrainedCondition, wvs: WVSData, split: ExperimentS
         overrides["items"] = [q for q in wanted if q in view.questions]
         if not overrides["items"]:
             raise ValueError(f"condition {condition.name}: none of the CultureLLM seed items is a training item")
+    from ..config_values import dataclass_from_dict
+
     if source == "clca":  # social scenarios, no survey item: nothing of the split to guard
         from ..recipes.clca import CLCAPipeline as pipeline_class
-        from ..scripts.clca import pipeline_config_from_dict
+        from ..recipes.clca import CLCAPipelineConfig as config_class
     elif source == "culturellm":
         from ..recipes.culturellm import CultureLLMPipeline as pipeline_class
-        from ..scripts.culturellm import pipeline_config_from_dict
+        from ..recipes.culturellm import CultureLLMPipelineConfig as config_class
     else:
         from ..recipes.culturespa import CultureSPAPipeline as pipeline_class
-        from ..scripts.culturespa import pipeline_config_from_dict
-    config = pipeline_config_from_dict(overrides)
+        from ..recipes.culturespa import CultureSPAPipelineConfig as config_class
+    config = dataclass_from_dict(config_class, overrides, f"{source} pipeline")
     teacher_model, tokenizer = load_model() if load_model is not None else load_model_and_tokenizer(model, dtype=dtype)
     teacher = TransformersBackend.from_model(teacher_model, tokenizer, model_id=model,
                                              batch_size=getattr(config, "batch_size", 16))  # CultureSPA sets it
