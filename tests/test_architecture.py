@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "culture_align"
 #: Lowest first. Foundation (no model, no data), data, the model interface, evaluation, the recipes' pipelines,
 #: cards and trainers, publishing, experiments, the application (demo, scripts, command line).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("cultures", "input_files", "jsonl", "redaction", "config_values", "embedded_models",
+    ("foundation", ("chat", "cultures", "input_files", "jsonl", "redaction", "config_values", "embedded_models",
                     "culture_profiles", "metric", "embeddings")),
     ("data", ("wvs", "prompts")),
     ("model interface", ("models", "backends")),

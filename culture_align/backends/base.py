@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..chat import Conversation, Message
+
 __all__ = [
     "Message",
     "Conversation",
@@ -25,10 +27,6 @@ __all__ = [
     "generate_in_waves",
 ]
 
-Message = dict[str, str]
-"""``{"role": "system" | "user" | "assistant", "content": str}``."""
-
-Conversation = list[Message]
 
 
 @dataclass(frozen=True)

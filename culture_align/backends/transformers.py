@@ -56,6 +56,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 from transformers.utils import logging
+from trl.data_utils import common_prefix_length
 
 from .base import (
     Conversation,
@@ -93,14 +94,6 @@ def request_seed(model_id: str, conversation: Conversation, params: GenerationPa
     """The 64-bit seed of one completion: the first 16 hex digits of its request key, XOR ``params.seed``."""
     key = request_key(model_id, conversation, params, sample_index)
     return (int(key[:16], 16) ^ params.seed) & _MASK64
-
-
-def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def _as_list(ids: int | Sequence[int] | None) -> list[int]:
@@ -676,7 +669,7 @@ class TransformersBackend(GenerationBackend):
         shared = [0] * len(prompts)
         order = sorted(range(len(prompts)), key=lambda i: prompts[i])
         for a, b in zip(order, order[1:]):
-            n = _common_prefix_length(prompts[a], prompts[b])
+            n = common_prefix_length(list(prompts[a]), list(prompts[b]))
             shared[a], shared[b] = max(shared[a], n), max(shared[b], n)
         prefixes = set()
         for i, p in enumerate(prompts):

@@ -30,12 +30,13 @@ from transformers.generation.logits_process import (
     TemperatureLogitsWarper,
     TopPLogitsWarper,
 )
+from trl.data_utils import common_prefix_length
+
+from ..chat import Conversation
 
 __all__ = ["OptionScorer", "SamplingParams", "parse_answer_code", "Conversation", "branching_nodes",
            "constrained_choice_log_probs", "node_chains"]
 
-Conversation = list[dict[str, str]]
-"""A chat: ``[{"role": "system"|"user"|"assistant", "content": str}, ...]``."""
 
 Progress = Callable[[int], None]
 
@@ -157,13 +158,11 @@ def constrained_choice_log_probs(node_log_probs: Mapping[tuple[int, ...], torch.
 
 
 def _common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
-    """Length of the longest common token prefix, leaving at least one own token in every sequence."""
-    first = seqs[0]
-    limit = min(len(s) for s in seqs) - 1
-    n = 0
-    while n < limit and all(s[n] == first[n] for s in seqs):
-        n += 1
-    return n
+    """Length of the longest token prefix all ``seqs`` share (TRL's ``common_prefix_length``), leaving at least one
+    own token in every sequence."""
+    first = list(seqs[0])
+    shared = min((common_prefix_length(first, list(s)) for s in seqs[1:]), default=len(first))
+    return max(min(shared, min(len(s) for s in seqs) - 1), 0)
 
 
 class OptionScorer:

@@ -22,6 +22,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..chat import Conversation
 from ..cultures import Culture
 from ..wvs.questions import SurveyQuestion
 from .wvs import SETTINGS, SurveyPromptTemplate, build_conversation
@@ -42,7 +43,6 @@ __all__ = [
 PROMPT_VERSION = "culturespa-v1"
 """Version of the wording below; part of every generated question's id and of the provenance."""
 
-Conversation = list[dict[str, str]]
 
 # ----------------------------------------------------------------------------------------------------------
 # Question generation
