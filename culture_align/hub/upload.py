@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -52,8 +53,11 @@ def upload_files(api: HfApi, repo_id: str, files: Mapping[str, Path | bytes], *,
             target.parent.mkdir(parents=True, exist_ok=True)
             if isinstance(source, bytes):
                 target.write_bytes(source)
-            else:
+                continue
+            try:
                 os.symlink(Path(source).resolve(), target)
+            except OSError:  # no symbolic links here (e.g. Windows without the privilege): a copy
+                shutil.copy2(source, target)
         return api.upload_folder(repo_id=repo_id, folder_path=staging, repo_type=repo_type, commit_message=message,
                                  token=token, revision=revision,
                                  delete_patterns=list(delete_patterns) if delete_patterns else None)
