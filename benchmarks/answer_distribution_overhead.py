@@ -29,6 +29,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
 from culture_align.cultures import resolve_cultures
+from culture_align.embedded_models import DEFAULT_MODEL
 from culture_align.models import resolve_model_path
 from culture_align.prompts.wvs import SETTINGS, build_conversation
 from culture_align.trainers import AnswerDistributionConfig, AnswerDistributionTrainer
@@ -98,7 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--out", default="benchmarks/results/answer_distribution_overhead.json")
     args = parser.parse_args()
     path = resolve_model_path(args.model)

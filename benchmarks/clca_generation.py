@@ -40,6 +40,7 @@ import datasets
 
 from culture_align.backends.base import GenerationParams
 from culture_align.backends.transformers import TransformersBackend
+from culture_align.embedded_models import DEFAULT_MODEL
 from culture_align.recipes.clca.roleplay import DEFAULT_ROLEPLAY_PARAMS, run_roleplay
 from culture_align.recipes.clca.scenarios import load_seed_scenarios
 from culture_align.recipes.clca.schemas import SCENARIO_FEATURES, StageResult
@@ -95,7 +96,7 @@ def dialogue_turns(results: list[StageResult]) -> list:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--dtype", default=None, help="weights dtype (default: the backend's, float32 on CPU)")
     parser.add_argument("--cultures", default="GBR,CHN")
     parser.add_argument("--scenarios-per-culture", type=int, default=8)

@@ -24,6 +24,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from trl import SFTConfig, SFTTrainer
 
+from culture_align.embedded_models import DEFAULT_MODEL
 from culture_align.models import resolve_model_path
 from culture_align.trainers import CLCAConfig, CLCATrainer
 
@@ -97,7 +98,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", default="benchmarks/results/clca_trainer_overhead.json")
     args = parser.parse_args()
-    embedded = resolve_model_path("smollm2-135m-instruct")
+    embedded = resolve_model_path(DEFAULT_MODEL)
     with tempfile.TemporaryDirectory() as tmp:
         tiny = step_times(tiny_model_dir(Path(tmp), embedded), args.steps, args.batch_size)
         print("tiny", json.dumps(tiny))

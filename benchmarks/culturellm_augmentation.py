@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from culture_align.backends.transformers import TransformersBackend
+from culture_align.embedded_models import DEFAULT_MODEL
 from culture_align.embeddings import SentenceEmbedder
 from culture_align.recipes.culturellm import (
     CULTURELLM_SEED_ITEMS,
@@ -72,7 +73,7 @@ def embedding_throughput(texts: list[str], batch_size: int, min_sentences: int =
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--wvs", default="../shared/data/wvs/distributions_50items_12countries.json")
-    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--cultures", default="USA,DEU,CHN,KOR,TUR", help="labelled cultures (labels only)")
     parser.add_argument("--num-seeds", type=int, default=10, help="the first N CultureLLM seed items")
     parser.add_argument("--all-seeds", action="store_true", help="all 50 seed items")

@@ -22,13 +22,14 @@ from transformers.cache_utils import DynamicCache
 
 from culture_align.backends.base import GenerationParams
 from culture_align.backends.transformers import TransformersBackend
+from culture_align.embedded_models import DEFAULT_MODEL
 from culture_align.recipes.clca.schemas import TurnReply, json_schema_for
 
 
 def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("no GPU: nothing measured")
-    backend = TransformersBackend("smollm2-135m-instruct", batch_size=16)
+    backend = TransformersBackend(DEFAULT_MODEL, batch_size=16)
     conversations = [[{"role": "user", "content": f"Tell me about topic {i} " * 40}] for i in range(16)]
     for schema in (None, json_schema_for(TurnReply)):
         params = GenerationParams(temperature=0.7, top_p=0.7, max_new_tokens=64, json_schema=schema)

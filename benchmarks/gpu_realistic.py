@@ -96,6 +96,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from culture_align.backends.base import GenerationBackend, GenerationParams, GenerationStats
+from culture_align.embedded_models import DEFAULT_MODEL
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -110,7 +111,7 @@ ACCELERATE_CONFIGS = {"ddp": "multi_gpu.yaml", "deepspeed_zero2": "deepspeed_zer
                       "deepspeed_zero3": "deepspeed_zero3.yaml", "fsdp": "fsdp.yaml"}
 HF_PATHS = ("dynamic", "static")
 H200_DENSE_BF16_TFLOPS = 989.0
-TOKENIZER_MODEL = "smollm2-135m-instruct"
+TOKENIZER_MODEL = DEFAULT_MODEL
 VOCAB_SIZE = 128256
 # The 19 countries of CultureSPA's evaluation.
 CULTURES_19 = ["AUS", "BOL", "BRA", "CAN", "CHN", "DEU", "ETH", "GBR", "IND", "KEN", "MEX", "NGA", "NLD",

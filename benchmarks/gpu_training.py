@@ -47,6 +47,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from clca_trainer_overhead import conversations, tiny_model_dir  # noqa: E402
 from eval_throughput import device_description  # noqa: E402
 
+from culture_align.embedded_models import DEFAULT_MODEL
+
 DEFAULT_OUT = "benchmarks/results/gpu_training.json"
 NO_GPU = "no GPU: nothing measured"
 RECIPES = ("clca", "culturespa")
@@ -144,7 +146,7 @@ def gpu_description() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, among {', '.join(RECIPES)}")
-    parser.add_argument("--model", default="smollm2-135m-instruct",
+    parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="HF id, local path, the embedded alias, or `tiny` (a 2-layer Llama, random weights)")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        model_path = (tiny_model_dir(Path(tmp), resolve_model_path("smollm2-135m-instruct"))
+        model_path = (tiny_model_dir(Path(tmp), resolve_model_path(DEFAULT_MODEL))
                       if args.model == "tiny" else resolve_model_path(args.model))
         for recipe in recipes:
             try:  # the trainers' modules import lazily: a recipe whose trainer is missing is skipped

@@ -25,7 +25,7 @@ _LAZY = {
     "bundled_questions": "culture_align.wvs",
     "load_alignment_metric": "culture_align.metric",
     "load_model_and_tokenizer": "culture_align.models",
-    "DEFAULT_MODEL": "culture_align.models",
+    "DEFAULT_MODEL": "culture_align.embedded_models",
     "WVSEvaluator": "culture_align.evaluation",
     "EvaluationConfig": "culture_align.evaluation",
     "WVSReport": "culture_align.evaluation",

@@ -150,6 +150,32 @@ def test_the_recipe_registry_comes_from_the_trainers_and_their_subclasses(tiny_m
     assert Tweaked._name == "CultureSPA"
 
 
+def test_folder_cards_come_from_what_the_trainer_recorded_never_a_local_path(tiny_model_dir, tmp_path):
+    folder = save_adapter(tmp_path / "GBR", tiny_model_dir)
+    cache = "/home/me/.cache/culture-align/models/smollm2-135m-instruct-0.1.2"
+    info = {"recipe": "CultureSPA", "mode": "specific", "cultures": ["GBR"],
+            "settings": {"base_model": cache, "peft_config": {"base_model_name_or_path": cache}, "num_examples": 3},
+            "training": {"learning_rate": 0.0003, "config_class": "CultureSPAConfig"}}
+    (folder / "training_info.json").write_text(json.dumps(info))
+    card = hub.adapter_card_from_folder(folder)
+    assert cache not in str(card) and '"learning_rate": 0.0003' in card.text and "num_examples" not in card.text
+    del info["training"]  # written before the trainers recorded their card settings: the fingerprint, no paths
+    (folder / "training_info.json").write_text(json.dumps(info))
+    card = hub.adapter_card_from_folder(folder)
+    assert cache not in str(card) and '"num_examples": 3' in card.text
+    # what only the card held (the training data a trainer was told, an earlier push's) is kept on a push
+    api = mock_api()
+    hub.push_adapter(folder, "me/spa-gbr", datasets_used=["me/culturespa-qa"], api=api)
+    hub.push_adapter(folder, "me/spa-gbr", api=api)
+    assert ModelCard.load(folder / "README.md").data.datasets == ["me/culturespa-qa"]
+    # a trainer subclass that is not imported here: the name and paper it recorded
+    info = {"recipe": "Elsewhere", "cultures": ["GBR"], "paper": {"title": "Elsewhere", "id": "",
+                                                                   "citation": "@misc{elsewhere}"}}
+    (folder / "training_info.json").write_text(json.dumps(info))
+    card = hub.adapter_card_from_folder(folder)
+    assert "elsewhere" in card.data.tags and "@misc{elsewhere}" in card.text and "arxiv.org/abs/)" not in card.text
+
+
 def test_report_from_results_json(report, tmp_path):
     report.save(tmp_path / "eval")
     from_file = hub.eval_results_from_report(tmp_path / "eval")

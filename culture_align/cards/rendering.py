@@ -23,10 +23,10 @@ TEMPLATES = Path(__file__).parent / "templates"
 def render_model_card(data: ModelCardData, template: str = "adapter_card.md", **values: Any) -> ModelCard:
     """The model card of ``templates/<template>`` with ``data`` as its YAML header and ``values`` in its body."""
     card = ModelCard.from_template(data, template_path=str(TEMPLATES / template), **values)
-    return ModelCard(str(card))  # parsed back: raises on invalid metadata
+    return ModelCard(str(card).rstrip("\n") + "\n")  # parsed back (raises on invalid metadata); one final newline
 
 
 def render_dataset_card(data: DatasetCardData, template: str = "dataset_card.md", **values: Any) -> DatasetCard:
     """The dataset card of ``templates/<template>`` with ``data`` as its YAML header and ``values`` in its body."""
     card = DatasetCard.from_template(data, template_path=str(TEMPLATES / template), **values)
-    return DatasetCard(str(card))
+    return DatasetCard(str(card).rstrip("\n") + "\n")

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from ..models import DEFAULT_MODEL
+from ..embedded_models import DEFAULT_MODEL
 from .baselines import HUMAN_BASELINES
 from .gates import MIN_OPTIMIZER_STEPS
 from .splits import PROTOCOLS

@@ -118,7 +118,8 @@ def _recipe_corpus(condition: TrainedCondition, wvs: WVSData, split: ExperimentS
     else:
         from ..recipes.culturespa import CultureSPAPipeline as pipeline_class
         from ..recipes.culturespa import CultureSPAPipelineConfig as config_class
-    config = dataclass_from_dict(config_class, overrides, f"{source} pipeline")
+    name = {"clca": "CLCA", "culturellm": "CultureLLM", "culturespa": "CultureSPA"}[source]
+    config = dataclass_from_dict(config_class, overrides, f"{name} pipeline")
     teacher_model, tokenizer = load_model() if load_model is not None else load_model_and_tokenizer(model, dtype=dtype)
     teacher = TransformersBackend.from_model(teacher_model, tokenizer, model_id=model,
                                              batch_size=getattr(config, "batch_size", 16))  # CultureSPA sets it

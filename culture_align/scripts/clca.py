@@ -12,7 +12,7 @@
       roleplay_params: {max_new_tokens: 160}
 
 ``train`` reads the ``train:`` section: the fields of TRL's ``ModelConfig`` (model, LoRA), of
-:class:`~culture_align.trainers.CLCAConfig` (all of ``SFTConfig`` plus ``intent_loss_weight``, ``tasks``) and
+:class:`~culture_align.trainers.CLCAConfig` (all of ``SFTConfig`` plus ``intent_loss_weight``, ``dialogue_loss_weight``, ``tasks``) and
 ``dataset_path``. Command-line flags override the file.
 """
 

@@ -178,7 +178,8 @@ def hold_out_split(dataset, fraction: float, seed: int, *, group_column: str | N
     if not 0 < fraction < 1:
         raise ValueError(f"eval_fraction must be in (0, 1), got {fraction}")
     columns = dataset.column_names
-    groups = dataset[group_column] if group_column in columns else list(range(len(dataset)))
+    groups = [g if g is not None else ("row", i) for i, g in enumerate(dataset[group_column])] \
+        if group_column in columns else list(range(len(dataset)))  # a row without a group value: its own group
     strata = dataset[stratify_column] if stratify_column in columns else [None] * len(dataset)
     stratum_of: dict[Any, Any] = {}
     for group, stratum in zip(groups, strata):

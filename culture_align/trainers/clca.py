@@ -100,7 +100,7 @@ class CLCAConfig(SecretFreePickleMixin, SFTConfig):
     intent_loss_weight: float = field(
         default=1.0,
         metadata={
-            "help": "Weight lambda of the intent loss in `L = L_dialogue + lambda * L_intent`, where each term is the "
+            "help": "Weight lambda of the intent loss in `L = w * L_dialogue + lambda * L_intent`, where each term is the "
             "mean cross-entropy over the assistant tokens of its task in the (accumulated, global) batch."
         },
     )
@@ -423,8 +423,8 @@ class CLCATrainer(SFTTrainer):
         `L = mean CE over dialogue tokens + intent_loss_weight * mean CE over intent tokens`, from one forward pass.
 
         Given `num_items_in_batch` (a training step, see `get_batch_samples`), each mean is over the task's tokens in
-        the whole optimizer step (`self.step_task_tokens`); without it (evaluation, or a direct call), over this batch
-        alone.
+        the whole optimizer step (`self.step_task_tokens`); without it (evaluation, or a direct call before any step),
+        over this batch alone. The terms are weighted by `args.task_weights`.
         """
         mode = "train" if self.model.training else "eval"
         model_inputs = {key: value for key, value in inputs.items() if key != "task_ids"}
@@ -444,7 +444,8 @@ class CLCATrainer(SFTTrainer):
         task_loss_sum = (per_token_loss[..., None] * in_task).sum(dim=(0, 1))
         task_tokens = in_task.sum(dim=(0, 1))
 
-        num_items = task_tokens if num_items_in_batch is None else self.step_task_tokens
+        step_counts = self.step_task_tokens if num_items_in_batch is not None else None
+        num_items = task_tokens if step_counts is None else step_counts  # a direct call: this batch's counts
         weights = torch.tensor([self.args.task_weights[task] for task in CLCA_TASKS], device=per_token_loss.device)
         # Clamped so that a task absent from the batch adds a finite zero rather than 0 / 0
         loss = (weights * task_loss_sum / num_items.to(per_token_loss.device).clamp(min=1)).sum()
@@ -525,7 +526,8 @@ class CLCATrainer(SFTTrainer):
         super().save_model(output_dir, _internal_call)
         if not _internal_call and self.is_world_process_zero():  # `push_to_hub` and checkpoints write their card
             folder = Path(output_dir or self.args.output_dir)
-            info = {"recipe": self._name, "cultures": self.cultures, "settings": training_summary(self.args)}
+            info = {"recipe": self._name, "cultures": self.cultures, "training": training_summary(self.args),
+                    "paper": dict(self._paper)}
             (folder / TRAINING_INFO_NAME).write_text(json.dumps(info, indent=1, default=str) + "\n")
             write_trainer_model_card(self, output_dir=folder, cultures=self.cultures)
 

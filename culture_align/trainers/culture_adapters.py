@@ -40,7 +40,7 @@ from transformers.utils import logging
 from trl import SFTConfig, SFTTrainer
 from trl.data_utils import get_dataset_column_names
 
-from ..cards import write_trainer_model_card
+from ..cards import training_summary, write_trainer_model_card
 from ..cultures import get_culture
 from ..models import CULTURE_ADAPTERS_INDEX, TRAINING_INFO_NAME
 from ..redaction import SecretFreePickleMixin
@@ -428,8 +428,9 @@ class CultureAdapterTrainer(SFTTrainer):
             "culture_counts": {key: self.culture_counts.get(key)} if key != ALL_CULTURES else self.culture_counts,
             "culture_column": self.args.culture_column,
             "settings": self._settings(key),
+            "training": _jsonable(training_summary(self.args)),
             "train_metrics": _jsonable(metrics or {}),
-            "paper": (self._paper or {}).get("id"),
+            "paper": dict(self._paper or {}),
         }
 
     def _check_reusable(self, culture: str, folder: Path) -> dict[str, Any]:
