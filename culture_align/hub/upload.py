@@ -4,6 +4,11 @@ Every upload is one ``HfApi.upload_folder`` call of a staging folder that holds 
 the local files, and the freshly rendered cards), so nothing else of the user's folder goes up and the local folder
 is only changed once the upload succeeded (its cards, and the evaluation they show). Tests check the calls against a
 mocked ``HfApi``.
+
+One call is one commit for what these folders hold; with ``hf_xet`` installed, ``huggingface_hub`` splits an upload
+of more than 250 files (or one still uploading after 5 minutes) into several commits, the deletions of stale files
+riding the first (its ``upload_folder`` documentation): a corpus of thousands of Parquet shards is not pushed
+atomically.
 """
 
 from __future__ import annotations
