@@ -146,7 +146,7 @@ def test_train_distribution_cli_on_a_split(tiny_model_dir, tiny_wvs, tmp_path, c
                       "  use_cpu: true\n")
     assert main(["train", "distribution", "--config", str(config), "--split", str(split_file)]) == 0
     info = json.loads((tmp_path / "out" / "training_info.json").read_text())
-    assert info["recipe"] == "answer_distribution" and info["paper"] == "2502.07068"
+    assert info["recipe"] == "answer_distribution" and info["paper"]["id"] == "2502.07068"
     n_train = len(split.training_cells(load_wvs(data)))
     assert sum(info["culture_counts"].values()) == n_train  # training cells only, never a test cell
 

@@ -21,7 +21,6 @@ TRL's template-specific `assistant_only_loss` plays no role.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -43,8 +42,16 @@ from trl.data_utils import get_dataset_column_names
 from ..cards import training_summary, write_trainer_model_card
 from ..cultures import get_culture
 from ..models import CULTURE_ADAPTERS_INDEX, TRAINING_INFO_NAME
+from ..recipes.storage import write_json_atomically
 from ..redaction import SecretFreePickleMixin
-from .utils import default_bf16, parse_resume_from_checkpoint, tokenize_conversation, trainer_config
+from .utils import (
+    content_sha256,
+    default_bf16,
+    jsonable,
+    parse_resume_from_checkpoint,
+    tokenize_chat_example,
+    trainer_config,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -153,38 +160,6 @@ class CultureAdapterConfig(SecretFreePickleMixin, SFTConfig):
     def default_peft_config(self) -> LoraConfig:
         """The LoRA configuration used when the trainer gets none: `reference_lora` for a causal LM."""
         return LoraConfig(task_type="CAUSAL_LM", **self.reference_lora)
-
-
-def _tokenize_chat_example(
-    example: dict[str, Any], index: int, tokenizer: PreTrainedTokenizerBase
-) -> dict[str, list[int]]:
-    messages = example["messages"]
-    if not isinstance(messages, list) or not messages:
-        raise ValueError(f"Row {index}: `messages` must be a non-empty list of chat messages, got {messages!r}.")
-    processed = tokenize_conversation(tokenizer, messages)
-    if 1 not in processed["assistant_masks"]:
-        raise ValueError(f"Row {index} has no assistant tokens to train on (no assistant message, or a chat template "
-                         f"that renders none): {messages!r}")
-    return processed
-
-
-def _content_sha256(dataset: Dataset) -> str:
-    """Order-independent hash of the tokenised rows (``input_ids`` with ``labels``, or with ``choice_ids`` and
-    ``target`` for answer-distribution rows): what an adapter was trained on."""
-    columns = [c for c in ("input_ids", "labels", "choice_ids", "target") if c in dataset.column_names]
-    rows = sorted(hashlib.sha256(json.dumps(list(values)).encode()).hexdigest()
-                  for values in zip(*(dataset[c] for c in columns)))
-    return hashlib.sha256("".join(rows).encode()).hexdigest()
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=lambda v: sorted(v) if isinstance(v, set) else str(v)))
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def is_complete_adapter(folder: str | os.PathLike) -> bool:
@@ -311,11 +286,11 @@ class CultureAdapterTrainer(SFTTrainer):
             eval_packing = args.packing if args.eval_packing is None else args.eval_packing
             for culture in self.cultures:
                 subset = self._culture_rows(self.train_dataset, culture)
-                self._data_sha256[culture] = _content_sha256(subset)
+                self._data_sha256[culture] = content_sha256(subset)
                 self._culture_train_datasets[culture] = self._finish_culture_dataset(subset, packing, "train")
                 self._culture_eval_datasets[culture] = self._culture_eval(culture, eval_packing)
         elif isinstance(self.train_dataset, Dataset):
-            self._data_sha256[ALL_CULTURES] = _content_sha256(self.train_dataset)
+            self._data_sha256[ALL_CULTURES] = content_sha256(self.train_dataset)
 
     # ------------------------------------------------------------------------------------------- datasets
     def _prepare_dataset(
@@ -339,7 +314,7 @@ class CultureAdapterTrainer(SFTTrainer):
             if isinstance(dataset, Dataset):  # `IterableDataset.map` does not support `num_proc` nor `desc`
                 map_kwargs = {"num_proc": args.dataset_num_proc, "desc": f"Tokenizing {dataset_name} dataset"}
             tokenizer = getattr(processing_class, "tokenizer", processing_class)
-            dataset = dataset.map(_tokenize_chat_example, with_indices=True, fn_kwargs={"tokenizer": tokenizer},
+            dataset = dataset.map(tokenize_chat_example, with_indices=True, fn_kwargs={"tokenizer": tokenizer},
                                   remove_columns=[c for c in column_names if c != culture_column], **map_kwargs)
         dataset = self._select_cultures(dataset, args, dataset_name)
         # Specific mode packs (and drops the culture column) per culture, once the records are split
@@ -411,7 +386,7 @@ class CultureAdapterTrainer(SFTTrainer):
     def _settings(self, key: str) -> dict[str, Any]:
         """What an adapter's training depends on; a finished culture folder is reused only when it matches."""
         model = self.peft_model
-        return _jsonable({
+        return jsonable({
             "base_model": model.base_model.model.config._name_or_path,
             "peft_config": self._adapter_template.to_dict(),
             "training_args": {name: getattr(self.args, name) for name in _FINGERPRINT_ARGS},
@@ -428,8 +403,8 @@ class CultureAdapterTrainer(SFTTrainer):
             "culture_counts": {key: self.culture_counts.get(key)} if key != ALL_CULTURES else self.culture_counts,
             "culture_column": self.args.culture_column,
             "settings": self._settings(key),
-            "training": _jsonable(training_summary(self.args)),
-            "train_metrics": _jsonable(metrics or {}),
+            "training": jsonable(training_summary(self.args)),
+            "train_metrics": jsonable(metrics or {}),
             "paper": dict(self._paper or {}),
         }
 
@@ -453,7 +428,7 @@ class CultureAdapterTrainer(SFTTrainer):
                     os.replace(file, folder / file.name)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-            _write_json_atomic(folder / TRAINING_INFO_NAME, info)
+            write_json_atomically(info, folder / TRAINING_INFO_NAME)
             self._write_card(output_dir=folder, cultures=[culture], adapter_name=culture)
         self.accelerator.wait_for_everyone()
 
@@ -466,12 +441,12 @@ class CultureAdapterTrainer(SFTTrainer):
         if self.args.mode == "specific" and index_path.is_file():  # keep cultures trained by other invocations
             previous = json.loads(index_path.read_text()).get("adapters", {})
             adapters = {**{c: s for c, s in previous.items() if is_complete_adapter(output_dir / s)}, **adapters}
-        _write_json_atomic(index_path, {
+        write_json_atomically({
             "recipe": self._name,
             "mode": self.args.mode,
             "base_model": self.peft_model.base_model.model.config._name_or_path,
             "adapters": dict(sorted(adapters.items())),
-        })
+        }, index_path)
 
     # ------------------------------------------------------------------------------------------- training
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None,
@@ -597,7 +572,7 @@ class CultureAdapterTrainer(SFTTrainer):
             super().save_model(str(output_dir), _internal_call)
             info = self.adapter_info.get(ALL_CULTURES) or self._training_info(ALL_CULTURES, None)
             if self.args.should_save:
-                _write_json_atomic(output_dir / TRAINING_INFO_NAME, info)
+                write_json_atomically(info, output_dir / TRAINING_INFO_NAME)
             self._write_card(output_dir=output_dir, cultures=self.cultures)
             adapters = {culture: "." for culture in self.cultures}
             self._write_index(output_dir, {**adapters, ALL_CULTURES: "."})

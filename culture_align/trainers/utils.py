@@ -10,9 +10,12 @@ and the defaults the recipe configs resolve the way a user expects on the machin
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from typing import Any
 
+from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 from transformers.hf_argparser import string_to_bool
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available, logging
@@ -22,7 +25,8 @@ from trl.data_utils import common_prefix_length
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["default_bf16", "parse_resume_from_checkpoint", "tokenize_conversation", "trainer_config"]
+__all__ = ["content_sha256", "default_bf16", "jsonable", "parse_resume_from_checkpoint", "tokenize_chat_example",
+           "tokenize_conversation", "trainer_config"]
 
 _TRUTH_WORDS = {"yes", "true", "t", "y", "1", "no", "false", "f", "n", "0"}
 
@@ -121,3 +125,32 @@ def tokenize_conversation(
             )
         mask[start:end] = [1] * max(end - start, 0)
     return {"input_ids": input_ids, "assistant_masks": mask}
+
+
+def tokenize_chat_example(
+    example: dict[str, Any], index: int, tokenizer: PreTrainedTokenizerBase
+) -> dict[str, list[int]]:
+    """A chat record (`messages`) tokenised with its assistant mask ([`tokenize_conversation`]); `index` names the row
+    in the errors (no messages, no assistant token)."""
+    messages = example["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"Row {index}: `messages` must be a non-empty list of chat messages, got {messages!r}.")
+    processed = tokenize_conversation(tokenizer, messages)
+    if 1 not in processed["assistant_masks"]:
+        raise ValueError(f"Row {index} has no assistant tokens to train on (no assistant message, or a chat template "
+                         f"that renders none): {messages!r}")
+    return processed
+
+
+def content_sha256(dataset: Dataset) -> str:
+    """Order-independent hash of the tokenised rows (``input_ids`` with ``labels``, or with ``choice_ids`` and
+    ``target`` for answer-distribution rows): what an adapter was trained on."""
+    columns = [c for c in ("input_ids", "labels", "choice_ids", "target") if c in dataset.column_names]
+    rows = sorted(hashlib.sha256(json.dumps(list(values)).encode()).hexdigest()
+                  for values in zip(*(dataset[c] for c in columns)))
+    return hashlib.sha256("".join(rows).encode()).hexdigest()
+
+
+def jsonable(value: Any) -> Any:
+    """`value` as plain JSON values (sets sorted into lists, anything else unknown as its string)."""
+    return json.loads(json.dumps(value, default=lambda v: sorted(v) if isinstance(v, set) else str(v)))
