@@ -2,8 +2,8 @@
 
 On the embedded model, for the WVS items of one culture (culture-aware prompts):
   (a) log-prob mode: the exact answer distribution from one batched forward pass per prompt batch;
-  (b) sampling mode: 10 answers per item (temperature 1.0, up to 8 new tokens, same batching and the same
-      shared-prefix cache; the prompt is read once and its cache shared by the 10 samples), parsed
+  (b) sampling mode: 10 answers per item (temperature 1.0, up to 8 new tokens) from the same backend's
+      `generate` (continuous batching, prefix KV cache; each prompt prefilled once for its 10 samples), parsed
       strictly, giving an estimate of the distribution; and, as a second baseline, transformers'
       `generate` with num_return_sequences=10 on every 4th item (each sample re-reads its prompt).
 Then the full 18-culture run in log-prob mode (culture-unaware and culture-aware), timed end to end
@@ -25,9 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from culture_align.backends import GenerationParams
+from culture_align.backends.transformers import TransformersBackend
 from culture_align.cultures import get_culture
-from culture_align.evaluation import EvaluationConfig, SamplingParams, WVSEvaluator
-from culture_align.evaluation.scoring import OptionScorer, parse_answer_code
+from culture_align.evaluation import EvaluationConfig, WVSEvaluator
+from culture_align.evaluation.scoring import parse_answer_code
 from culture_align.metric import alignment_math
 from culture_align.models import DEFAULT_MODEL, load_model_and_tokenizer
 from culture_align.prompts.wvs import build_conversation, get_setting
@@ -79,19 +81,22 @@ def main() -> None:
     convs = [build_conversation(template, q, culture) for q in questions]
     choices = [[str(c) for c in q.codes] for q in questions]
     model, tok = load_model_and_tokenizer(args.model, dtype=torch.float32)
-    scorer = OptionScorer(model, tok, batch_size=args.batch_size)
-    scorer.score(convs[:4], choices[:4])  # warm-up
-    prompt_tokens = [len(scorer.encode(c)) for c in convs]
+    backend = TransformersBackend.from_model(model, tok, batch_size=args.batch_size)
+    backend.score(convs[:4], choices[:4])  # warm-up
+    prompt_tokens = [len(backend.encode(c)) for c in convs]
 
     t0 = time.perf_counter()
-    exact_scores = scorer.score(convs, choices)
+    exact_scores = backend.score(convs, choices)
     logprob_s = time.perf_counter() - t0
     exact = [np.exp(s - s.max()) / np.exp(s - s.max()).sum() for s in exact_scores]
 
-    params = SamplingParams(num_samples=args.samples, temperature=1.0, max_new_tokens=8, seed=0)
+    params = GenerationParams(n=args.samples, temperature=1.0, max_new_tokens=8, seed=0)
+    backend.generate(convs[:2], params)  # warm-up
+    backend.clear_prefix_cache()
     t0 = time.perf_counter()
-    samples = scorer.sample(convs, params)
+    flat = backend.generate(convs, params)
     sampling_s = time.perf_counter() - t0
+    samples = [flat[i: i + args.samples] for i in range(0, len(flat), args.samples)]
     failures, estimates, kept = 0, [], []
     for i, (q, texts) in enumerate(zip(questions, samples)):
         parsed = [parse_answer_code(t, q.codes) for t in texts]
@@ -111,7 +116,7 @@ def main() -> None:
     t0 = time.perf_counter()
     with torch.inference_mode():
         for start in range(0, len(subset), args.batch_size):
-            texts = [scorer.render(c) for c in subset[start: start + args.batch_size]]
+            texts = [backend.render(c) for c in subset[start: start + args.batch_size]]
             batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             model.generate(**batch, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=8,
                            num_return_sequences=args.samples, pad_token_id=tok.pad_token_id)

@@ -264,7 +264,7 @@ def wvs_evaluation(model: nn.Module, tokenizer, args: argparse.Namespace, dev: D
     questions = list(wvs.questions.values())
     convs = [build_conversation(template, q, get_culture(cultures[i % len(cultures)]))
              for i, q in enumerate(questions)]
-    evaluator.scorer.score(convs[:2], [[str(c) for c in q.codes] for q in questions[:2]])  # warm-up
+    evaluator.backend.option_scorer.score(convs[:2], [[str(c) for c in q.codes] for q in questions[:2]])  # warm-up
     reference_s = [0.0]  # reference rows (uniform, random answers, other cultures) are CPU work: timed apart
     reference_rows = evaluator._reference_rows
 
@@ -288,7 +288,7 @@ def wvs_evaluation(model: nn.Module, tokenizer, args: argparse.Namespace, dev: D
     # The alternative: sample 10 answers per item with `generate` (each sample re-reads its prompt).
     subset = convs[: args.generate_items]
     previous_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    texts = [evaluator.scorer.render(c) for c in subset]
+    texts = [evaluator.backend.option_scorer.render(c) for c in subset]
 
     def generate(batch_texts: list[str], new_tokens: int) -> None:
         batch = tokenizer(batch_texts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -308,7 +308,7 @@ def wvs_evaluation(model: nn.Module, tokenizer, args: argparse.Namespace, dev: D
         generate_s = time.perf_counter() - start
     finally:
         tokenizer.padding_side = previous_side
-    prompt_tokens = [len(evaluator.scorer.encode(c)) for c in convs]
+    prompt_tokens = [len(evaluator.backend.option_scorer.encode(c)) for c in convs]
     return {
         "items": len(questions), "cultures": len(cultures), "setting": "culture-aware", "cells": cells,
         "batch_size": args.eval_batch_size, "mean_prompt_tokens": round(float(np.mean(prompt_tokens)), 1),

@@ -218,7 +218,8 @@ def _load_checked_model(name: str, **kwargs):
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from .evaluation import EvaluationConfig, SamplingParams, WVSEvaluator, scored_items
+    from .backends import GenerationParams
+    from .evaluation import EvaluationConfig, WVSEvaluator, scored_items
     from .models import load_culture_adapters
 
     _check_eval_args(args)
@@ -228,8 +229,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     config = EvaluationConfig(
         settings=args.setting, mode=args.mode, items=args.items, exclude_items=args.exclude_items,
         batch_size=args.batch_size, num_personas=args.num_personas, seed=args.seed,
-        sampling=SamplingParams(num_samples=args.samples, temperature=args.temperature, top_p=args.top_p,
-                                max_new_tokens=args.max_new_tokens, seed=args.seed),
+        sampling=GenerationParams(n=args.samples, temperature=args.temperature, top_p=args.top_p,
+                                  max_new_tokens=args.max_new_tokens, seed=args.seed),
     )
     config.validate()
     if not args.adapters_dir or args.cultures is not None:  # otherwise the cultures come from the adapters

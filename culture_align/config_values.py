@@ -1,6 +1,6 @@
 """Config dataclasses from plain values (a YAML section, a dict in an experiment config), checked field by field:
 unknown keys and values of the wrong type are errors naming them; a field whose default is itself a dataclass
-(``GenerationParams``, ``SamplingParams``) takes a dict of that dataclass's fields, applied over the default."""
+(``GenerationParams``) takes a dict of that dataclass's fields, applied over the default."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ __all__ = ["dataclass_from_dict"]
 def dataclass_from_dict(cls: type, values: dict[str, Any], what: str | None = None) -> Any:
     """An instance of the config dataclass ``cls`` from plain values (a YAML section).
 
-    A field whose default is itself a dataclass (``GenerationParams``, ``SamplingParams``) takes a dict of that
+    A field whose default is itself a dataclass (``GenerationParams``) takes a dict of that
     dataclass's fields, applied over the default. Unknown keys raise ``ValueError`` naming them.
     """
     what = what or cls.__name__

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from culture_align.evaluation.scoring import OptionScorer
+from culture_align.backends.option_scoring import OptionScorer
 from culture_align.recipes.distribution import wvs_distribution_rows
 from culture_align.trainers import AnswerDistributionConfig, AnswerDistributionTrainer
 

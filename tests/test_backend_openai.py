@@ -195,6 +195,132 @@ def test_client_choice_follows_hub_offline_mode(monkeypatch):
         oc.make_client("curl", URL, "k", 5.0)
 
 
+# ----------------------------------------------------------------------------------------------- scoring
+def logprobs_reply(top: list[tuple[str, float]], as_dicts: bool = False,
+                   sampled: tuple[str, float] | None = None) -> SimpleNamespace:
+    """A one-token answer whose logprobs list ``top`` (openai-style objects, or dicts)."""
+    token, logprob = sampled or top[0]
+    if as_dicts:
+        logprobs = {"content": [{"token": token, "logprob": logprob,
+                                 "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top]}]}
+    else:
+        logprobs = SimpleNamespace(content=[SimpleNamespace(
+            token=token, logprob=logprob, top_logprobs=[SimpleNamespace(token=t, logprob=lp) for t, lp in top])])
+    return SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content=token), logprobs=logprobs)],
+                           usage=SimpleNamespace(prompt_tokens=5, completion_tokens=1))
+
+
+class LogprobsClient(FakeClient):
+    """Answers each conversation (by its last message) with the top log-probabilities in ``answers``."""
+
+    def __init__(self, answers: dict, failures=(), delay: float = 0.0) -> None:
+        super().__init__(failures, delay)
+        self.answers = answers
+
+    def chat_completion(self, messages, **kwargs):
+        with self.lock:
+            self.calls.append({"messages": messages, **kwargs})
+            failure = self.failures.pop(0) if self.failures else None
+        time.sleep(self.delay)
+        if failure is not None:
+            raise failure
+        return self.answers[messages[-1]["content"]]
+
+
+def ln(p: float) -> float:
+    import math
+
+    return math.log(p)
+
+
+def test_score_renormalises_listed_choices_exactly():
+    import numpy as np
+
+    answers = {
+        "question 0": logprobs_reply([("1", -0.5), (" 2", -1.5), ("2", -4.0), ("3", -2.0), ("x", -3.0)]),
+        "question 1": logprobs_reply([("yes", ln(0.6)), ("no", ln(0.3)), ("maybe", ln(0.1))], as_dicts=True),
+        "question 2": logprobs_reply([("b", ln(0.5)), ("c", ln(0.2))], sampled=("a", ln(0.25))),
+    }
+    client = LogprobsClient(answers, delay=0.01)
+    backend, _, _ = make_backend(client, max_concurrency=2)
+    finished = []
+    scores = backend.score(chats(3), [["1", "2", "3"], ["no", "yes"], ["a", "b"]], progress=finished.append)
+    logits = np.array([-0.5, -1.5, -2.0])  # " 2" and "2" both match "2": the higher one counts
+    np.testing.assert_allclose(scores[0], logits - np.log(np.exp(logits).sum()), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.exp(scores[1]), [1 / 3, 2 / 3], rtol=0, atol=1e-12)
+    # The sampled token counts as listed even where top_logprobs left it out.
+    np.testing.assert_allclose(np.exp(scores[2]), [0.25 / 0.75, 0.5 / 0.75], rtol=0, atol=1e-12)
+    assert all(s.dtype == np.float64 and abs(np.exp(s).sum() - 1) < 1e-12 for s in scores)
+    assert backend.approximated_choices == 0 and sum(finished) == 3
+    assert backend.stats.requests == 3 and backend.stats.prompt_tokens == 15
+    assert backend.score([], []) == []
+    with pytest.raises(ValueError, match="3 conversations but 1 choice lists"):
+        backend.score(chats(3), [["1"]])
+
+
+def test_score_estimates_missing_choices(monkeypatch):
+    import numpy as np
+
+    warnings = []
+    monkeypatch.setattr(oc.logger, "warning_once", warnings.append)
+    answers = {
+        # 0.1 left by the listed tokens, 2 missing choices: 0.05 each (under the smallest listed, 0.1).
+        "question 0": logprobs_reply([("1", ln(0.5)), ("2", ln(0.3)), ("x", ln(0.1))]),
+        # 0.48 left, 1 missing choice: capped at the smallest listed probability, 0.02.
+        "question 1": logprobs_reply([("1", ln(0.5)), ("2", ln(0.02))]),
+    }
+    backend, _, _ = make_backend(LogprobsClient(answers))
+    scores = backend.score(chats(2), [["1", "2", "3", "10"], ["1", "2", "3"]])
+    np.testing.assert_allclose(np.exp(scores[0]), np.array([0.5, 0.3, 0.05, 0.05]) / 0.9, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.exp(scores[1]), np.array([0.5, 0.02, 0.02]) / 0.54, rtol=0, atol=1e-12)
+    assert backend.approximated_choices == 3
+    assert len(warnings) == 2 and len(set(warnings)) == 1 and "estimated" in warnings[0]  # one message: logged once
+
+    # Nothing left and nothing listed: equal shares of nothing, i.e. uniform.
+    values, missing = oc.choice_log_probs_from_top_logprobs(["1", "2"], [("x", 0.0)])
+    assert missing == 2 and np.allclose(np.exp(values), [0.5, 0.5])
+    values, missing = oc.choice_log_probs_from_top_logprobs(["1", "2"], [("1", 0.0)])
+    assert missing == 1 and values[0] == 0.0 and values[1] == -np.inf
+
+
+def test_score_needs_a_server_that_returns_logprobs():
+    backend, _, _ = make_backend(FakeClient())  # plain answers, no logprobs
+    with pytest.raises(NotImplementedError) as info:
+        backend.score(chats(1), [["1", "2"]])
+    message = str(info.value)
+    assert URL in message and "does not return logprobs" in message and "sampling mode" in message
+
+    empty = SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content="1"), logprobs=SimpleNamespace(
+        content=[SimpleNamespace(token="1", logprob=-0.1, top_logprobs=[])]))], usage=None)
+    backend, _, _ = make_backend(LogprobsClient({"question 0": empty}))
+    with pytest.raises(NotImplementedError, match="lists no tokens"):
+        backend.score(chats(1), [["1", "2"]])
+
+    rejected = HfHubHTTPError("422 Unprocessable Entity: logprobs is not supported",
+                              response=http_error(422).response)
+    backend, delays, _ = make_backend(FakeClient([rejected]))
+    with pytest.raises(NotImplementedError, match="does not return logprobs"):
+        backend.score(chats(1), [["1", "2"]])
+    assert delays == []  # a rejection is not retried
+
+
+def test_score_request_arguments_and_retries():
+    answers = {f"question {i}": logprobs_reply([("1", -0.1), ("2", -2.5)]) for i in range(2)}
+    client = LogprobsClient(answers, failures=[http_error(503)])
+    backend, delays, _ = make_backend(client)
+    backend.score(chats(2), [["1", "2"], ["2", "1"]])
+    assert len(client.calls) == 3 and len(delays) == 1 and backend.stats.retries == 1  # the same retry machinery
+    for call in client.calls:
+        assert (call["max_tokens"], call["temperature"], call["logprobs"], call["top_logprobs"]) == (1, 0, True, 20)
+        assert call["model"] == "tiny" and "response_format" not in call
+    client = LogprobsClient(answers)
+    backend, _, _ = make_backend(client, score_top_logprobs=5)
+    backend.score(chats(1), [["1", "2"]])
+    assert client.calls[0]["top_logprobs"] == 5
+    with pytest.raises(ValueError, match="score_top_logprobs"):
+        make_backend(FakeClient(), score_top_logprobs=0)
+
+
 # ------------------------------------------------------------------------------- a real transformers serve
 def _free_port() -> int:
     with socket.socket() as s:
@@ -264,3 +390,11 @@ def test_real_transformers_serve(served_tiny_model, tiny_model_dir, tiny_model_a
     finally:
         torch.set_num_threads(before)
     assert texts == local
+
+
+def test_transformers_serve_returns_no_logprobs(served_tiny_model, tiny_model_dir):
+    """`transformers serve` ignores ``logprobs``/``top_logprobs`` (answers 200 without them): score says so."""
+    backend = OpenAICompatibleBackend(served_tiny_model, str(tiny_model_dir), client="openai", timeout=60,
+                                      max_retries=1)
+    with pytest.raises(NotImplementedError, match="does not return logprobs.*sampling mode"):
+        backend.score([[{"role": "user", "content": "On a scale from 1 to 10"}]], [["1", "2", "3"]])

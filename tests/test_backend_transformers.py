@@ -11,7 +11,7 @@ import pydantic
 import pytest
 import torch
 
-from culture_align.backends import CachedBackend, GenerationParams, TransformersBackend
+from culture_align.backends import CachedBackend, GenerationParams, TransformersBackend, decoder
 from culture_align.backends import transformers as tb
 from culture_align.backends.kv_cache import PrefixKVCache
 
@@ -151,7 +151,8 @@ def _is_json(text: str) -> bool:
 
 
 def test_without_xgrammar_generation_is_unconstrained(tiny_model_and_tokenizer, monkeypatch):
-    monkeypatch.setattr(tb, "xgrammar", None)
+    monkeypatch.setattr(tb, "xgrammar", None)  # the backend's check, and the decoder's rows
+    monkeypatch.setattr(decoder, "xgrammar", None)
     model, tok = tiny_model_and_tokenizer
     backend = TransformersBackend.from_model(model, tok, model_id="tiny")
     assert not backend.supports_json_schema

@@ -80,7 +80,7 @@ def test_eval_that_would_score_nothing_exits_2_before_loading_the_model(tmp_path
         ([*data, "--items", ","], "--items lists nothing"),
         ([*data, "--samples", "0"], "--samples must be >= 1"),
         ([*data, "--mode", "sampling", "--samples", "0"], "--samples must be >= 1"),
-        ([*data, "--max-new-tokens", "0"], "sampling: max_new_tokens must be an integer >= 1"),
+        ([*data, "--max-new-tokens", "0"], "max_new_tokens must be an integer >= 1"),
         ([*data, "--exclude-items", ",".join(tiny_wvs.questions)], "no item to score"),
         ([*data, "--cultures", "CHN", "--items", "Q182"], "nothing to score: none of the 1 item"),
         (["--wvs", str(tmp_path / "goqa.json")], "goqa.json: no GlobalOpinionQA data .* no row has the"),

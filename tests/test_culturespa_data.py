@@ -15,11 +15,13 @@ import datasets
 import numpy as np
 import pytest
 
+from culture_align.backends import GenerationParams
 from culture_align.backends.base import GenerationBackend
+from culture_align.backends.option_scoring import OptionScorer
+from culture_align.backends.transformers import TransformersBackend
 from culture_align.cli import main
 from culture_align.cultures import get_culture
 from culture_align.embeddings import SentenceEmbedder
-from culture_align.evaluation.scoring import OptionScorer, SamplingParams
 from culture_align.prompts.culturespa import (
     QUESTION_SYSTEM,
     build_self_alignment_conversation,
@@ -291,11 +293,20 @@ def test_logprob_answers_are_the_option_scorer_distributions(tiny_model_and_toke
     again = SurveyAnswerer(model, tok, cache=tmp_path / "answers.jsonl")
     answer_questions(questions, ["USA", "CHN"], again, show_progress=False)
     assert (again.cache.hits, again.cache.misses) == (9, 0)
+    # A backend answers alike, under the same cache keys (a local backend's prompt text is the rendered prompt).
+    backend = TransformersBackend.from_model(model, tok, batch_size=2)
+    through = SurveyAnswerer(backend, cache=tmp_path / "answers.jsonl")
+    assert through.model_id == answerer.model_id
+    answer_questions(questions, ["USA", "CHN"], through, show_progress=False)
+    assert (through.cache.hits, through.cache.misses) == (9, 0)
+    fresh = answer_questions(questions, ["USA", "CHN"], SurveyAnswerer(backend), show_progress=False).dataset
+    for got, want in zip(fresh["aware_probs"], answers["aware_probs"]):
+        np.testing.assert_allclose(got, want, atol=1e-6)
 
 
 def test_sampling_answers_parse_strictly(tiny_model_and_tokenizer):
     model, tok = tiny_model_and_tokenizer
-    sampling = SamplingParams(num_samples=3, temperature=0.6, top_p=0.9, max_new_tokens=4, seed=0)
+    sampling = GenerationParams(n=3, temperature=0.6, top_p=0.9, max_new_tokens=4, seed=0)
     answerer = SurveyAnswerer(model, tok, mode="sampling", sampling=sampling)
     result = answer_questions(_questions_table(), ["DEU"], answerer, show_progress=False)
     for row in result.dataset.to_list():

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from culture_align.backends import GenerationBackend, GenerationParams
+from culture_align.backends.option_scoring import OptionScorer
+from culture_align.backends.transformers import TransformersBackend
 from culture_align.evaluation import EvaluationConfig, WVSEvaluator
-from culture_align.evaluation.scoring import OptionScorer
 from culture_align.metric import load_alignment_metric
 from culture_align.prompts.wvs import SurveyPromptTemplate, build_conversation
 from culture_align.wvs import load_wvs_csv
@@ -72,13 +74,13 @@ def test_unaware_prompts_are_scored_once_for_all_cultures(tiny_model_and_tokeniz
     model, tok = tiny_model_and_tokenizer
     ev = _evaluator(model, tok, tiny_wvs)
     scored = []
-    original = ev.scorer.score
+    original = ev.backend.score
 
     def counting(convs, choices, progress=None):
         scored.extend(convs)
         return original(convs, choices, progress)
 
-    monkeypatch.setattr(ev.scorer, "score", counting)
+    monkeypatch.setattr(ev.backend, "score", counting)
     report = ev.evaluate()
     # 6 distinct unaware prompts (one per item) + aware: USA 6, CHN 5 (Q182 missing), DEU 6.
     assert len(scored) == 6 + 6 + 5 + 6
@@ -116,7 +118,7 @@ def test_unknown_culture_and_culture_without_data(tiny_model_and_tokenizer, tiny
 
 def test_a_run_that_would_score_nothing_is_refused_before_any_model_call(tiny_model_and_tokenizer, tiny_wvs,
                                                                         monkeypatch):
-    from culture_align.evaluation import SamplingParams, scored_items
+    from culture_align.evaluation import scored_items
 
     model, tok = tiny_model_and_tokenizer
 
@@ -124,7 +126,7 @@ def test_a_run_that_would_score_nothing_is_refused_before_any_model_call(tiny_mo
         raise AssertionError("the model was called")
 
     monkeypatch.setattr(OptionScorer, "score", no_model_call)
-    monkeypatch.setattr(OptionScorer, "sample", no_model_call)
+    monkeypatch.setattr(TransformersBackend, "generate", no_model_call)
     cases = [(dict(cultures=[]), "no culture to evaluate: the culture list is empty"),
              (dict(cultures=","), "no culture to evaluate"),
              (dict(items=[]), "no item to score: the item list is empty"),
@@ -142,10 +144,11 @@ def test_a_run_that_would_score_nothing_is_refused_before_any_model_call(tiny_mo
     for settings in ([], ()):
         with pytest.raises(ValueError, match="no prompt setting"):
             _evaluator(model, tok, tiny_wvs, settings=settings)
-    for bad in (dict(num_samples=0), dict(num_samples=-3), dict(max_new_tokens=0), dict(temperature=0.0),
-                dict(top_p=0.0), dict(top_p=float("nan"))):
-        with pytest.raises(ValueError, match=f"sampling: {next(iter(bad))} must be"):
-            SamplingParams(**bad)
+    for bad in (dict(n=0), dict(n=-3), dict(temperature=-1.0), dict(top_p=0.0), dict(top_p=float("nan"))):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be"):
+            GenerationParams(**bad)
+    with pytest.raises(ValueError, match="sampling must be GenerationParams"):
+        EvaluationConfig(sampling={"n": 3}).validate()
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         _evaluator(model, tok, tiny_wvs, batch_size=0)
     assert scored_items(tiny_wvs, ["CHN"], EvaluationConfig(items=["Q1", "Q182"])) == ["Q1", "Q182"]
@@ -170,13 +173,14 @@ def test_reference_rows(tiny_model_and_tokenizer, tiny_wvs):
 def test_sampling_mode_aggregates_parsed_answers(tiny_model_and_tokenizer, tiny_wvs, monkeypatch):
     model, tok = tiny_model_and_tokenizer
     ev = _evaluator(model, tok, tiny_wvs, settings=["culture-unaware"], mode="sampling", cultures=["USA"],
-                    items=["Q1", "Q57"])
+                    items=["Q1", "Q57"], sampling=GenerationParams(n=5, temperature=1.0, max_new_tokens=8))
     answers = {"How important": ["1", "1", "2", "refuse", "1."], "Can most people": ["9", "x", "no", "", "?"]}
 
-    def fake_sample(convs, params, progress=None):
-        return [next(v for k, v in answers.items() if k in c[-1]["content"]) for c in convs]
+    def fake_generate(convs, params):
+        assert params.n == 5
+        return [text for c in convs for text in next(v for k, v in answers.items() if k in c[-1]["content"])]
 
-    monkeypatch.setattr(ev.scorer, "sample", fake_sample)
+    monkeypatch.setattr(ev.backend, "generate", fake_generate)
     report = ev.evaluate()
     q1 = report.items.filter(lambda q: q == "Q1", input_columns="qid")[0]
     assert q1["model_probs"] == [0.75, 0.25, 0.0, 0.0]
@@ -188,10 +192,8 @@ def test_sampling_mode_aggregates_parsed_answers(tiny_model_and_tokenizer, tiny_
 
 def test_sampling_mode_runs_end_to_end(tiny_model_and_tokenizer, tiny_wvs):
     model, tok = tiny_model_and_tokenizer
-    from culture_align.evaluation import SamplingParams
-
     ev = _evaluator(model, tok, tiny_wvs, settings=["culture-unaware"], mode="sampling", cultures=["USA"],
-                    sampling=SamplingParams(num_samples=4, max_new_tokens=3))
+                    sampling=GenerationParams(n=4, temperature=1.0, max_new_tokens=3))
     report = ev.evaluate()
     usa = report.row("culture-unaware", "USA")
     assert usa["samples"] == 4 * 6
@@ -216,13 +218,13 @@ def test_persona_setting_uses_respondents_and_their_answers(tiny_model_and_token
     wvs = load_wvs_csv(csv_path, questions)
     ev = _evaluator(model, tok, wvs, settings=["persona"], num_personas=5, seed=3)
     seen = []
-    original = ev.scorer.score
+    original = ev.backend.score
 
     def spy(convs, choices, progress=None):
         seen.extend(convs)
         return original(convs, choices, progress)
 
-    ev.scorer.score = spy
+    ev.backend.score = spy
     report = ev.evaluate()
     assert len(seen) == 2 * 5 * 3  # cultures x personas x items
     assert all("World Values Survey" in c[0]["content"] and "years old" in c[0]["content"] or
@@ -293,3 +295,37 @@ def test_model_answers_without_human_data(tiny_model_and_tokenizer, tiny_wvs):
     answers = _evaluator(model, tok, data, cultures=["JPN", "KEN"]).model_answers()
     assert len(answers) == 2 * 2 * 6
     assert all(abs(sum(p) - 1) < 1e-9 for p in answers["model_probs"])
+
+
+class _FixedAnswers(GenerationBackend):
+    """A backend that cannot score (like a server without logprobs) and always answers "2"."""
+
+    model_id = "fixed-answers"
+
+    def _generate(self, conversations, params):
+        return ["2"] * (len(conversations) * params.n)
+
+
+def test_evaluator_takes_any_backend(tiny_model_and_tokenizer, tiny_wvs):
+    """A backend in place of (model, tokenizer): the same numbers through TransformersBackend; sampling mode
+    through a backend that only generates; log-prob mode there says why it cannot run; adapters need a model."""
+    model, tok = tiny_model_and_tokenizer
+    direct = _evaluator(model, tok, tiny_wvs, settings=["culture-unaware"]).evaluate()
+    backend = TransformersBackend.from_model(model, tok, model_id="tiny", batch_size=3)
+    through = WVSEvaluator(backend, None, tiny_wvs, settings=["culture-unaware"], show_progress=False).evaluate()
+    assert through.model_name == "tiny"
+    np.testing.assert_allclose(through.items["model_probs"][0], direct.items["model_probs"][0], atol=1e-6)
+    assert through.row("culture-unaware")["kl_divergence"] == pytest.approx(
+        direct.row("culture-unaware")["kl_divergence"], abs=1e-6)
+    fixed = WVSEvaluator(_FixedAnswers(), None, tiny_wvs, settings=["culture-unaware"], cultures=["USA"],
+                         mode="sampling", sampling=GenerationParams(n=3, temperature=1.0, max_new_tokens=2),
+                         show_progress=False).evaluate()
+    assert len(fixed.items) > 0
+    for row in fixed.items:
+        assert row["model_probs"][tiny_wvs.questions[row["qid"]].index_of(2)] == 1.0 and row["n_valid"] == 3
+    with pytest.raises(NotImplementedError, match="_FixedAnswers cannot score choices"):
+        WVSEvaluator(_FixedAnswers(), None, tiny_wvs, cultures=["USA"], show_progress=False).evaluate()
+    with pytest.raises(ValueError, match="need a local PEFT model"):
+        WVSEvaluator(_FixedAnswers(), None, tiny_wvs, adapters={"*": "x"})
+    with pytest.raises(TypeError, match="not both"):
+        WVSEvaluator(backend, tok, tiny_wvs)

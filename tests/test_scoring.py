@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from culture_align.evaluation.scoring import OptionScorer, SamplingParams, parse_answer_code
+from culture_align.backends import GenerationParams
+from culture_align.backends.option_scoring import OptionScorer, choice_log_probs_from_tokens
+from culture_align.backends.transformers import TransformersBackend
+from culture_align.evaluation.scoring import parse_answer_code
 
 SYSTEM = {"role": "system", "content": "You are a real person taking part in the World Values Survey."}
 
@@ -103,30 +106,40 @@ def test_tokenizer_without_chat_template_is_refused(tiny_model_and_tokenizer):
         OptionScorer(model, tok)
 
 
-def test_sampling_is_seeded_and_shaped(tiny_model_and_tokenizer):
+def test_backend_score_is_the_option_scorer_and_token_log_probs_give_the_same(tiny_model_and_tokenizer):
+    """TransformersBackend.score is OptionScorer.score; choice_log_probs_from_tokens (what vLLM and servers use)
+    gives the same distribution from each choice's own token log-probabilities."""
     model, tok = tiny_model_and_tokenizer
-    scorer = OptionScorer(model, tok, batch_size=2)
-    convs, _ = _conversations()
-    params = SamplingParams(num_samples=3, max_new_tokens=4, seed=7)
-    a = scorer.sample(convs, params)
-    b = scorer.sample(convs, params)
-    assert a == b
-    assert [len(x) for x in a] == [3] * len(convs)
-    c = scorer.sample(convs, SamplingParams(num_samples=3, max_new_tokens=4, seed=8))
-    assert a != c
+    backend = TransformersBackend.from_model(model, tok, batch_size=2)
+    convs, choices = _conversations()
+    direct = OptionScorer(model, tok, batch_size=3).score(convs, choices)
+    for a, b in zip(backend.score(convs, choices), direct):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    scorer = backend.option_scorer
+    for conv, options, expected in zip(convs, choices, direct):
+        sequences = scorer.choice_sequences(conv, options)
+        prompt = scorer.encode(conv)
+        token_log_probs = []
+        for seq in sequences:
+            ids = torch.tensor([prompt + list(seq)])
+            with torch.no_grad():
+                logp = torch.log_softmax(model(ids).logits[0].double(), dim=-1)
+            token_log_probs.append([float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(seq)])
+        np.testing.assert_allclose(choice_log_probs_from_tokens(sequences, token_log_probs), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="have 1 log-probabilities"):
+        choice_log_probs_from_tokens([(1, 2), (3,)], [[0.0], [0.0]])
 
 
-def test_sampling_first_token_follows_the_scored_distribution(tiny_model_and_tokenizer):
-    """Greedy-like sampling (tiny temperature) picks the top-scored option's first token."""
+def test_backend_sampling_is_seeded_and_shaped(tiny_model_and_tokenizer):
+    """Sampling goes through the backend's one decode loop: n answers per conversation, reproducible per seed."""
     model, tok = tiny_model_and_tokenizer
-    scorer = OptionScorer(model, tok)
+    backend = TransformersBackend.from_model(model, tok, batch_size=2)
     convs, _ = _conversations()
-    conv = convs[3]
-    ids = scorer.encode(conv)
-    with torch.no_grad():
-        top = int(model(torch.tensor([ids])).logits[0, -1].argmax())
-    texts = scorer.sample([conv], SamplingParams(num_samples=2, temperature=1e-4, max_new_tokens=1))[0]
-    assert all(t == tok.decode([top], skip_special_tokens=True) for t in texts)
+    params = GenerationParams(n=3, temperature=1.0, max_new_tokens=4, seed=7)
+    a = backend.generate(convs, params)
+    b = backend.generate(convs, params)
+    assert a == b and len(a) == 3 * len(convs)
+    assert a != backend.generate(convs, GenerationParams(n=3, temperature=1.0, max_new_tokens=4, seed=8))
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -1,17 +1,20 @@
-"""The generation backend protocol: chats in, texts out.
+"""The model interface: chats in; texts out (``generate``) or log-probabilities of fixed choices out (``score``).
 
-Every recipe stage talks to a :class:`GenerationBackend`; it never knows whether a local model, a server or
-vLLM answers. Backends know nothing of recipes or WVS.
+Every recipe stage, the WVS evaluator and the downstream task harness talk to a :class:`GenerationBackend`; they
+never know whether a local model, a server or vLLM answers. Backends know nothing of recipes or WVS.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import numpy as np
 
 from ..chat import Conversation, Message
 
@@ -56,9 +59,11 @@ class GenerationParams:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop", tuple(self.stop))
-        if self.n < 1:
-            raise ValueError(f"n must be >= 1, got {self.n}")
-        if self.temperature < 0:
+        for name in ("n", "max_new_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not self.temperature >= 0:  # NaN included
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
@@ -141,9 +146,11 @@ def request_key(model_id: str, conversation: Conversation, params: GenerationPar
 
 
 class GenerationBackend(ABC):
-    """Chat-in / text-out generation.
+    """A model behind two verbs, as in lm-evaluation-harness: :meth:`generate` (texts) and :meth:`score`
+    (log-probabilities of fixed choices).
 
-    Subclasses set :attr:`model_id` (used in cache keys and provenance) and implement :meth:`_generate`.
+    Subclasses set :attr:`model_id` (used in cache keys and provenance), implement :meth:`_generate`, and
+    override :meth:`score` when they can read log-probabilities.
     """
 
     model_id: str = ""
@@ -177,6 +184,30 @@ class GenerationBackend(ABC):
         (see :func:`generate_in_waves`), then their follow-ups, and so on.
         """
         generate_in_waves(requests, on_completion, lambda request: self)
+
+    def score(self, conversations: Sequence[Conversation], choices: Sequence[Sequence[str]],
+              progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
+        """The answer distribution over fixed choices, as a decoder constrained to write one of them would give it.
+
+        Args:
+            conversations: N chats, each ending with the user turn to answer.
+            choices: N lists of answer strings (e.g. option codes ``["1", "2", "3"]``).
+            progress: Called with the number of conversations finished, as they finish.
+
+        Returns:
+            N float64 arrays of log-probabilities (nats), one per choice; ``exp`` of each sums to 1.
+
+        Raises:
+            NotImplementedError: this backend cannot read log-probabilities (the default).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot score choices (no log-probabilities); use "
+                                  "sampling mode, or a backend that reads them (TransformersBackend, VLLMBackend, "
+                                  "an OpenAI-compatible server that returns logprobs)")
+
+    def prompt_text(self, conversation: Conversation) -> str:
+        """What identifies the prompt of ``conversation`` in caches: the rendered chat template where the backend
+        renders it itself, else the messages as JSON (the default)."""
+        return json.dumps(conversation, sort_keys=True, ensure_ascii=False)
 
     @abstractmethod
     def _generate(self, conversations: list[Conversation], params: GenerationParams) -> list[str]:

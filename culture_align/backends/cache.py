@@ -14,9 +14,10 @@ import json
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 from transformers.utils import logging
 
 from ..jsonl import iter_append_only_jsonl
@@ -149,6 +150,15 @@ class CachedBackend(GenerationBackend):
         self.model_id = redact_url(backend.model_id)  # keys and cache lines never hold a URL's credentials
         self.supports_json_schema = backend.supports_json_schema
         self.continuous_batching = backend.continuous_batching
+
+    def score(self, conversations: Sequence[Conversation], choices: Sequence[Sequence[str]],
+              progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
+        """The wrapped backend's :meth:`~GenerationBackend.score` (scores are not cached here: the evaluator and
+        CultureSPA answering keep their own answer caches)."""
+        return self.backend.score(conversations, choices, progress=progress)
+
+    def prompt_text(self, conversation: Conversation) -> str:
+        return self.backend.prompt_text(conversation)
 
     def _generate(self, conversations: list[Conversation], params: GenerationParams) -> list[str]:
         n = params.n

@@ -7,7 +7,30 @@ from typing import Any
 from ..redaction import redact_url
 from .base import GenerationBackend
 
-__all__ = ["backend_from_config"]
+__all__ = ["backend_from_config", "as_backend"]
+
+
+def as_backend(model: Any, tokenizer: Any = None, *, batch_size: int = 16,
+               model_id: str | None = None) -> GenerationBackend:
+    """``model`` itself when it is a :class:`GenerationBackend` (then ``tokenizer`` must be None), else a
+    :class:`~culture_align.backends.TransformersBackend` over the loaded ``(model, tokenizer)`` pair.
+
+    What the evaluator, the task harness and CultureSPA answering call, so each takes a backend (a vLLM or
+    OpenAI-compatible server included) or a local model alike.
+
+    Args:
+        batch_size: Prompts per forward pass of the local backend (a given backend keeps its own).
+        model_id: Name of the local model in cache keys (default: ``model.config.name_or_path``).
+    """
+    if isinstance(model, GenerationBackend):
+        if tokenizer is not None:
+            raise TypeError(f"give a backend or a (model, tokenizer) pair, not both: got {model!r} and a tokenizer")
+        return model
+    if tokenizer is None:
+        raise TypeError(f"a local model needs its tokenizer (got {type(model).__name__} without one)")
+    from .transformers import TransformersBackend
+
+    return TransformersBackend.from_model(model, tokenizer, model_id=model_id, batch_size=batch_size)
 
 
 def backend_from_config(spec: dict[str, Any] | str) -> GenerationBackend:

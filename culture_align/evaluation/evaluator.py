@@ -1,8 +1,8 @@
 """`WVSEvaluator`: how closely a model's answers match the human answer distributions of each culture.
 
 For every (prompt setting, culture, item) the evaluator obtains the model's answer distribution over the
-item's legal codes, either exactly (``mode="logprob"``: one batched forward pass, see
-:class:`~culture_align.evaluation.scoring.OptionScorer`) or by sampling (``mode="sampling"``), then scores it
+item's legal codes, either exactly (``mode="logprob"``: the backend's :meth:`~culture_align.backends.GenerationBackend.score`, one batched forward
+pass locally) or by sampling (``mode="sampling"``: its ``generate`` with ``n`` answers per prompt), then scores it
 against the human distribution with the ``wvs_alignment`` evaluate metric. Identical prompts are scored
 once: in the culture-unaware setting every culture shares the same model answers.
 """
@@ -22,6 +22,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
+from ..backends.base import GenerationBackend, GenerationParams
+from ..backends.factory import as_backend
 from ..cultures import Culture, resolve_cultures
 from ..metric import alignment_math
 from ..prompts.wvs import SurveyPromptTemplate, build_conversation, get_setting
@@ -29,13 +31,16 @@ from ..wvs.data import WVSData
 from ..wvs.personas import describe_persona, sample_personas
 from ..wvs.questions import SurveyQuestion, is_evaluation_item
 from .report import WVSReport
-from .scoring import OptionScorer, SamplingParams, parse_answer_code
+from .scoring import parse_answer_code
 
 logger = logging.get_logger(__name__)
 
 __all__ = ["WVSEvaluator", "EvaluationConfig", "scored_items"]
 
 Mode = Literal["logprob", "sampling"]
+
+DEFAULT_SAMPLING = GenerationParams(n=10, temperature=1.0, top_p=1.0, max_new_tokens=8, seed=0)
+"""Sampling mode's default: 10 answers per prompt at temperature 1 (the model's own distribution), 8 new tokens."""
 
 
 @dataclass
@@ -51,7 +56,8 @@ class EvaluationConfig:
         batch_size: Prompts per forward pass (default 16).
         num_personas: Respondents sampled per culture in the ``persona`` setting (default 50).
         seed: Seed for persona sampling, sampling mode and reference draws (default 0).
-        sampling: Sampling parameters for ``mode="sampling"`` (10 samples, temperature 1.0, 8 new tokens).
+        sampling: Generation parameters of ``mode="sampling"`` (default :data:`DEFAULT_SAMPLING`: ``n=10`` answers
+            per prompt, temperature 1.0, top-p 1.0, 8 new tokens, seed 0).
         adapters: ``{ISO3: adapter name}``: activate that PEFT adapter while scoring the culture
             (``"*"`` as key: the adapter for every culture without its own). ``None``: the model as given.
         random_answer_draws: Draws of uniformly random answers for the random-answer alignment score (200).
@@ -64,7 +70,7 @@ class EvaluationConfig:
     batch_size: int = 16
     num_personas: int = 50
     seed: int = 0
-    sampling: SamplingParams = field(default_factory=SamplingParams)
+    sampling: GenerationParams = field(default_factory=lambda: DEFAULT_SAMPLING)
     adapters: dict[str, str] | None = None
     random_answer_draws: int = 200
 
@@ -78,7 +84,7 @@ class EvaluationConfig:
 
         Raises:
             ValueError: no prompt setting, an unknown mode, a batch size, persona count or number of random
-                draws below 1, or ``sampling`` that is not :class:`SamplingParams`.
+                draws below 1, or ``sampling`` that is not :class:`~culture_align.backends.GenerationParams`.
         """
         if isinstance(self.settings, str):
             raise ValueError(f"settings must be a list of prompt settings, got the string {self.settings!r}")
@@ -92,8 +98,8 @@ class EvaluationConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.sampling, SamplingParams):
-            raise ValueError(f"sampling must be SamplingParams, got {type(self.sampling).__name__}")
+        if not isinstance(self.sampling, GenerationParams):
+            raise ValueError(f"sampling must be GenerationParams, got {type(self.sampling).__name__}")
         return self
 
 
@@ -164,19 +170,23 @@ class WVSEvaluator:
     """Evaluate a model against human WVS answer distributions.
 
     Args:
-        model: A causal LM, optionally a PEFT model.
-        tokenizer: Its tokenizer (with a chat template).
+        model: A causal LM, optionally a PEFT model; or any :class:`~culture_align.backends.GenerationBackend`
+            (a vLLM engine, an OpenAI-compatible server: log-prob mode needs its ``score``), then ``tokenizer``
+            is None.
+        tokenizer: The model's tokenizer (with a chat template); None with a backend.
         wvs: Human data from any loader (:func:`culture_align.wvs.load_wvs`).
         cultures: ISO3 codes to evaluate (default: every culture in ``wvs``).
         config: What to measure (:class:`EvaluationConfig`); keyword overrides are accepted too.
-        model_name: Name shown in reports (default: ``model.name_or_path``).
+        model_name: Name shown in reports (default: ``model.name_or_path``, or the backend's ``model_id``).
 
     Example:
         >>> report = WVSEvaluator(model, tok, wvs, cultures=["GBR", "CHN"]).evaluate("eval-out")
         >>> print(report.to_markdown())
+        >>> WVSEvaluator(OpenAICompatibleBackend("http://127.0.0.1:8000/v1", "my-model"), None, wvs)
     """
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, wvs: WVSData,
+    def __init__(self, model: PreTrainedModel | GenerationBackend, tokenizer: PreTrainedTokenizerBase | None,
+                 wvs: WVSData,
                  cultures: Iterable[str | Culture] | str | None = None, config: EvaluationConfig | None = None,
                  *, model_name: str | None = None, show_progress: bool = True, **overrides: Any) -> None:
         config = config or EvaluationConfig()
@@ -185,13 +195,16 @@ class WVSEvaluator:
                 raise TypeError(f"unknown evaluation option {key!r}")
             setattr(config, key, value)
         self.config = config.validate()
-        self.model = model
-        self.tokenizer = tokenizer
+        self.backend = as_backend(model, tokenizer, batch_size=config.batch_size)
+        self.model = getattr(self.backend, "model", None)
+        """The local model (None behind a server or vLLM): culture adapters are switched on it."""
+        if config.adapters and not hasattr(self.model, "set_adapter"):
+            raise ValueError(f"adapters {config.adapters} need a local PEFT model; {self.backend!r} has none")
         self.wvs = wvs
         self.cultures = resolve_cultures(cultures) if cultures is not None else resolve_cultures(wvs.cultures)
         self.settings = [get_setting(s) for s in config.settings]
-        self.model_name = model_name or getattr(model, "name_or_path", None) or type(model).__name__
-        self.scorer = OptionScorer(model, tokenizer, batch_size=config.batch_size)
+        self.model_name = model_name or (self.backend.model_id if model is self.backend else
+                                         getattr(model, "name_or_path", None) or type(model).__name__)
         self.show_progress = show_progress
         self._math = alignment_math()
         self._answer_cache: dict[tuple, tuple[np.ndarray | None, int, int]] = {}
@@ -215,7 +228,8 @@ class WVSEvaluator:
     def _answer(self, conversations: list[list[dict]], questions: list[SurveyQuestion], adapter: str,
                 desc: str) -> list[tuple[np.ndarray | None, int, int]]:
         """Model answers for each conversation, from the cache when the same prompt was already answered."""
-        keys = [(adapter, self.config.mode, self.scorer.render(c), q.codes) for c, q in zip(conversations, questions)]
+        keys = [(adapter, self.config.mode, self.backend.prompt_text(c), q.codes)
+                for c, q in zip(conversations, questions)]
         todo = list(dict.fromkeys(k for k in keys if k not in self._answer_cache))
         if todo:
             index = {k: i for i, k in enumerate(keys)}
@@ -223,12 +237,12 @@ class WVSEvaluator:
             qs = [questions[index[k]] for k in todo]
             with tqdm(total=len(todo), desc=desc, disable=not self.show_progress, leave=False) as bar:
                 if self.config.mode == "logprob":
-                    scores = self.scorer.score(convs, [[str(c) for c in q.codes] for q in qs], progress=bar.update)
+                    scores = self.backend.score(convs, [[str(c) for c in q.codes] for q in qs], progress=bar.update)
                     for k, s in zip(todo, scores):
                         p = np.exp(s)
                         self._answer_cache[k] = (p / p.sum(), -1, 0)
                 else:
-                    samples = self.scorer.sample(convs, self.config.sampling, progress=bar.update)
+                    samples = self._sample(convs, bar.update)
                     for k, q, texts in zip(todo, qs, samples):
                         parsed = [parse_answer_code(t, q.codes) for t in texts]
                         valid = [c for c in parsed if c is not None]
@@ -238,6 +252,15 @@ class WVSEvaluator:
                         probs = counts / counts.sum() if valid else None
                         self._answer_cache[k] = (probs, len(valid), len(texts) - len(valid))
         return [self._answer_cache[k] for k in keys]
+
+    def _sample(self, conversations: list[list[dict]], progress) -> list[list[str]]:
+        """``config.sampling.n`` answers per conversation from the backend, ``batch_size`` conversations a call."""
+        n, step, out = self.config.sampling.n, self.config.batch_size, []
+        for start in range(0, len(conversations), step):
+            texts = self.backend.generate(conversations[start: start + step], self.config.sampling)
+            out.extend(texts[i: i + n] for i in range(0, len(texts), n))
+            progress(len(texts) // n)
+        return out
 
     def _answers_for(self, template: SurveyPromptTemplate, culture: Culture,
                      questions: list[SurveyQuestion]) -> list[_ModelAnswers]:

@@ -10,7 +10,8 @@ templates. Tasks are usually read with :func:`load_tasks` from a ``tasks.json`` 
 
 :class:`TaskEvaluator` asks the model for the number of the label that fits each text (prompts in
 :mod:`culture_align.prompts.tasks`) and predicts the label whose answer has the highest log-probability,
-exactly, in one batched forward pass per batch (:class:`~culture_align.evaluation.scoring.OptionScorer`).
+exactly, with the backend's :meth:`~culture_align.backends.GenerationBackend.score` (one batched forward pass per
+batch for a local model; a vLLM engine or a server that returns log-probabilities works too).
 Scores: macro-F1 over the task's label set, accuracy, per-label counts and the confusion counts
 (:func:`~culture_align.evaluation.task_report.classification_scores`); beside them, the macro-F1 of
 predictions with the model's label prior removed (:func:`debiased_predictions`), since a small model's plain
@@ -31,6 +32,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
+from ..backends.base import GenerationBackend
+from ..backends.factory import as_backend
 from ..cultures import get_culture
 from ..input_files import parse_json, read_csv, read_json_lines, read_text
 from ..models import attach_adapters  # re-exported: the adapters of a task culture
@@ -40,7 +43,6 @@ from ..prompts.tasks import (
     get_task_setting,
     label_choices,
 )
-from .scoring import OptionScorer
 from .task_report import TaskReport, classification_scores
 
 logger = logging.get_logger(__name__)
@@ -399,11 +401,12 @@ class TaskEvaluator:
     """Evaluate a model on downstream culture tasks.
 
     Args:
-        model: A causal LM, optionally a PEFT model (see :func:`attach_adapters`).
-        tokenizer: Its tokenizer (with a chat template).
+        model: A causal LM, optionally a PEFT model (see :func:`attach_adapters`); or any
+            :class:`~culture_align.backends.GenerationBackend` whose ``score`` works, then ``tokenizer`` is None.
+        tokenizer: The model's tokenizer (with a chat template); None with a backend.
         tasks: The tasks (:class:`CultureTask`, e.g. from :func:`load_tasks`).
         config: What to measure (:class:`TaskEvaluationConfig`); keyword overrides are accepted too.
-        model_name: Name shown in reports (default: ``model.name_or_path``).
+        model_name: Name shown in reports (default: ``model.name_or_path``, or the backend's ``model_id``).
         show_progress: Show a tqdm bar per (task, setting).
 
     Example:
@@ -412,7 +415,8 @@ class TaskEvaluator:
         >>> print(report.to_markdown())
     """
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[CultureTask],
+    def __init__(self, model: PreTrainedModel | GenerationBackend, tokenizer: PreTrainedTokenizerBase | None,
+                 tasks: Sequence[CultureTask],
                  config: TaskEvaluationConfig | None = None, *, model_name: str | None = None,
                  show_progress: bool = True, **overrides: Any) -> None:
         config = config or TaskEvaluationConfig()
@@ -423,12 +427,15 @@ class TaskEvaluator:
         if not tasks:
             raise ValueError("no tasks to evaluate")
         self.config = config
-        self.model = model
-        self.tokenizer = tokenizer
+        self.backend = as_backend(model, tokenizer, batch_size=config.batch_size)
+        self.model = getattr(self.backend, "model", None)
+        """The local model (None behind a server or vLLM): culture adapters are switched on it."""
+        if config.adapters and not hasattr(self.model, "set_adapter"):
+            raise ValueError(f"adapters {config.adapters} need a local PEFT model; {self.backend!r} has none")
         self.tasks = list(tasks)
         self.settings = [get_task_setting(s) for s in config.settings]
-        self.model_name = model_name or getattr(model, "name_or_path", None) or type(model).__name__
-        self.scorer = OptionScorer(model, tokenizer, batch_size=config.batch_size)
+        self.model_name = model_name or (self.backend.model_id if model is self.backend else
+                                         getattr(model, "name_or_path", None) or type(model).__name__)
         self.show_progress = show_progress
 
     def _activate_adapter(self, culture: str) -> str:
@@ -472,7 +479,7 @@ class TaskEvaluator:
                 convs = task_conversations(task, texts, setting)
                 with tqdm(total=len(convs), desc=f"{task.name} {setting.name}", disable=not self.show_progress,
                           leave=False) as bar:
-                    scores = self.scorer.score(convs, [choices] * len(convs), progress=bar.update)
+                    scores = self.backend.score(convs, [choices] * len(convs), progress=bar.update)
                 predicted = [keys[int(np.argmax(s))] for s in scores]
                 calibrated = debiased_predictions(scores, keys)
                 scored = classification_scores(gold, predicted, keys)

@@ -34,7 +34,7 @@ __all__ = ["generate_main", "pipeline_config_from_dict"]
 
 def pipeline_config_from_dict(values: dict[str, Any]):
     """A :class:`CultureSPAPipelineConfig` from plain values (``question_params`` / ``answer_sampling`` as
-    dicts of ``GenerationParams`` / ``SamplingParams`` fields)."""
+    dicts of ``GenerationParams`` fields)."""
     from ..recipes.culturespa import CultureSPAPipelineConfig
 
     return dataclass_from_dict(CultureSPAPipelineConfig, values, "CultureSPA pipeline")

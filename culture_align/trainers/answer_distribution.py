@@ -9,7 +9,7 @@ method as a TRL trainer, joint (one adapter, culture in the prompt) or one adapt
 Q_model is exactly the distribution the evaluator reads: the probability of each legal answer after the chat prompt
 under a decoder constrained to write one legal answer (multi-token codes scored as sequences, "1" vs "10" told apart
 by the end-of-turn token), computed by the same function
-([`~culture_align.evaluation.scoring.constrained_choice_log_probs`]) from one forward pass over the prompt and the
+([`~culture_align.backends.option_scoring.constrained_choice_log_probs`]) from one forward pass over the prompt and the
 few answer tokens where legal answers branch. Only those positions go through the LM head.
 """
 
@@ -25,8 +25,8 @@ from datasets import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
 from trl.data_utils import get_dataset_column_names
 
+from ..backends.option_scoring import OptionScorer, branching_nodes, constrained_choice_log_probs, node_chains
 from ..cultures import get_culture
-from ..evaluation.scoring import OptionScorer, branching_nodes, constrained_choice_log_probs, node_chains
 from .culture_adapters import CultureAdapterConfig, CultureAdapterTrainer
 
 __all__ = ["AnswerDistributionCollator", "AnswerDistributionConfig", "AnswerDistributionTrainer", "ItemGroupedSampler"]

@@ -1,10 +1,12 @@
 """Stage 2: answer every generated question culture-unaware and culture-aware, per target culture.
 
-Answers come from the evaluator's machinery (:class:`~culture_align.evaluation.scoring.OptionScorer`):
+Answers come from the model interface the evaluator uses (a :class:`~culture_align.backends.GenerationBackend`:
+a local model, a vLLM engine or a server):
 
-- ``logprob`` mode (default): the exact answer distribution over the legal codes, one batched forward
-  pass per prompt batch. Each answer is a full distribution, deterministic, with nothing to parse.
-- ``sampling`` mode (parity with the reference): ``num_samples`` answers drawn at temperature 0.6, top_p
+- ``logprob`` mode (default): the exact answer distribution over the legal codes (the backend's ``score``; one
+  batched forward pass per prompt batch locally). Each answer is a full distribution, deterministic, with
+  nothing to parse.
+- ``sampling`` mode (parity with the reference): ``n`` answers drawn (the backend's ``generate``) at temperature 0.6, top_p
   0.9, parsed strictly with :func:`~culture_align.evaluation.scoring.parse_answer_code`; the distribution is
   the share of valid samples per code (None when none parses) and unparsable samples are counted.
 
@@ -32,9 +34,11 @@ import numpy as np
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ...backends.base import GenerationBackend, GenerationParams
 from ...backends.cache import CompletionCache
+from ...backends.factory import as_backend
 from ...cultures import Culture, resolve_cultures
-from ...evaluation.scoring import OptionScorer, SamplingParams, parse_answer_code
+from ...evaluation.scoring import parse_answer_code
 from ...metric import alignment_math
 from ...prompts.culturespa import (
     UNAWARE_SETTING,
@@ -61,7 +65,7 @@ __all__ = [
 AnswerMode = Literal["logprob", "sampling"]
 AnswerVariant = Literal["plain", "cross_culture", "self_alignment"]
 
-DEFAULT_ANSWER_SAMPLING = SamplingParams(num_samples=1, temperature=0.6, top_p=0.9, max_new_tokens=8, seed=0)
+DEFAULT_ANSWER_SAMPLING = GenerationParams(n=1, temperature=0.6, top_p=0.9, max_new_tokens=8, seed=0)
 """The reference's answering: one sample at temperature 0.6, top_p 0.9 (8 new tokens are plenty for a code)."""
 
 Answer = tuple[np.ndarray | None, int]
@@ -83,7 +87,7 @@ class AnswerCache:
         self.misses = 0
 
     @staticmethod
-    def key(model_id: str, mode: str, prompt: str, choices: Sequence[str], sampling: SamplingParams | None) -> str:
+    def key(model_id: str, mode: str, prompt: str, choices: Sequence[str], sampling: GenerationParams | None) -> str:
         payload = {"model": model_id, "mode": mode, "prompt": prompt, "choices": list(choices),
                    "sampling": asdict(sampling) if sampling is not None else None}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
@@ -104,28 +108,33 @@ class AnswerCache:
 
 
 class SurveyAnswerer:
-    """Answer survey questions with a local model, in log-prob or sampling mode, optionally cached.
+    """Answer survey questions with a model, in log-prob or sampling mode, optionally cached.
 
     Args:
-        model: A causal LM (a PEFT model works: its active adapter answers).
-        tokenizer: Its tokenizer (with a chat template).
+        model: A causal LM (a PEFT model works: its active adapter answers), or any
+            :class:`~culture_align.backends.GenerationBackend` (log-prob mode needs its ``score``); then
+            ``tokenizer`` is None.
+        tokenizer: The model's tokenizer (with a chat template); None with a backend.
         mode: ``"logprob"`` (default) or ``"sampling"``.
         sampling: Sampling params of sampling mode (default :data:`DEFAULT_ANSWER_SAMPLING`).
-        batch_size: Prompts per forward pass (default 16).
+        batch_size: Prompts per forward pass of a local model (default 16); conversations per ``generate`` call.
         cache: An :class:`AnswerCache` (or its path); None: no cache.
-        model_id: Name of the model in cache keys (default: ``model.config.name_or_path``).
+        model_id: Name of the model in cache keys (default: the backend's ``model_id``, for a local model its
+            ``config.name_or_path``).
     """
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, mode: AnswerMode = "logprob",
-                 sampling: SamplingParams = DEFAULT_ANSWER_SAMPLING, batch_size: int = 16,
+    def __init__(self, model: PreTrainedModel | GenerationBackend, tokenizer: PreTrainedTokenizerBase | None = None,
+                 *, mode: AnswerMode = "logprob", sampling: GenerationParams = DEFAULT_ANSWER_SAMPLING,
+                 batch_size: int = 16,
                  cache: AnswerCache | str | os.PathLike | None = None, model_id: str | None = None) -> None:
         if mode not in ("logprob", "sampling"):
             raise ValueError(f"answer mode must be 'logprob' or 'sampling', got {mode!r}")
-        self.scorer = OptionScorer(model, tokenizer, batch_size=batch_size)
+        self.backend = as_backend(model, tokenizer, batch_size=batch_size)
+        self.batch_size = int(batch_size)
         self.mode = mode
         self.sampling = sampling
         self.cache = AnswerCache(cache) if isinstance(cache, (str, os.PathLike)) else cache
-        self.model_id = model_id or getattr(model.config, "name_or_path", "") or type(model).__name__
+        self.model_id = model_id or self.backend.model_id or type(model).__name__
 
     def answer(self, conversations: Sequence[list[dict[str, str]]], questions: Sequence[SurveyQuestion],
                progress=None) -> list[Answer]:
@@ -135,7 +144,7 @@ class SurveyAnswerer:
             raise ValueError(f"{len(conversations)} conversations but {len(questions)} questions")
         choices = [[str(c) for c in q.codes] for q in questions]
         sampling = self.sampling if self.mode == "sampling" else None
-        keys = [AnswerCache.key(self.model_id, self.mode, self.scorer.render(c), ch, sampling)
+        keys = [AnswerCache.key(self.model_id, self.mode, self.backend.prompt_text(c), ch, sampling)
                 for c, ch in zip(conversations, choices)]
         raw: dict[str, list] = {}
         if self.cache is not None:
@@ -156,14 +165,24 @@ class SurveyAnswerer:
         if todo:
             convs = [conversations[i] for i in todo]
             if self.mode == "logprob":
-                results = [s.tolist() for s in self.scorer.score(convs, [choices[i] for i in todo], progress=progress)]
+                results = [s.tolist() for s in self.backend.score(convs, [choices[i] for i in todo], progress=progress)]
             else:
-                results = self.scorer.sample(convs, self.sampling, progress=progress)
+                results = self._sample(convs, progress)
             for i, value in zip(todo, results):
                 raw[keys[i]] = value
             if self.cache is not None:
                 self.cache.put_many([(keys[i], self.model_id, raw[keys[i]]) for i in todo])
         return [self._distribution(raw[k], q) for k, q in zip(keys, questions)]
+
+    def _sample(self, conversations: list, progress) -> list[list[str]]:
+        """``sampling.n`` answers per conversation, ``batch_size`` conversations per ``generate`` call."""
+        n, out = self.sampling.n, []
+        for start in range(0, len(conversations), self.batch_size):
+            texts = self.backend.generate(conversations[start: start + self.batch_size], self.sampling)
+            out.extend(texts[i: i + n] for i in range(0, len(texts), n))
+            if progress is not None:
+                progress(len(texts) // n)
+        return out
 
     def _distribution(self, value: list, question: SurveyQuestion) -> Answer:
         if self.mode == "logprob":

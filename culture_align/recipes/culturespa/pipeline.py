@@ -42,7 +42,6 @@ from ...backends.cache import CachedBackend, CompletionCache
 from ...backends.transformers import TransformersBackend
 from ...cultures import Culture, resolve_cultures
 from ...embeddings import SentenceEmbedder
-from ...evaluation.scoring import SamplingParams
 from ...models import DEFAULT_MODEL, load_model_and_tokenizer
 from ...prompts.culturespa import PROMPT_VERSION
 from ...wvs import bundled_questions, load_wvs
@@ -96,8 +95,8 @@ class CultureSPAPipelineConfig:
         "help": "Cosine similarity to a WVS item from which a question is dropped (None: exact copies only)."})
     answer_mode: str = field(default="logprob", metadata={
         "help": "'logprob' (exact answer distributions, one forward pass) or 'sampling' (the reference)."})
-    answer_sampling: SamplingParams = field(default=DEFAULT_ANSWER_SAMPLING, metadata={
-        "help": "Sampling mode's params (reference: 1 sample, temperature 0.6, top_p 0.9)."})
+    answer_sampling: GenerationParams = field(default=DEFAULT_ANSWER_SAMPLING, metadata={
+        "help": "Sampling mode's params (reference: n=1 sample, temperature 0.6, top_p 0.9)."})
     answer_variant: str = field(default="plain", metadata={
         "help": "Culture-aware prompt: 'plain', 'cross_culture' (names the 3 most / 3 least similar cultures) "
                 "or 'self_alignment' (k answered WVS examples of the culture first)."})
@@ -141,16 +140,17 @@ class CultureSPAPipelineConfig:
         return config_to_dict(self)
 
 
-ModelLike = str | os.PathLike | PreTrainedModel | TransformersBackend
+ModelLike = str | os.PathLike | PreTrainedModel | GenerationBackend
 
 
 class CultureSPAPipeline:
-    """Generate a CultureSPA training corpus with a local model.
+    """Generate a CultureSPA training corpus with a model.
 
     Args:
         model: The model that answers (and, by default, writes the questions): a Hub id, folder or embedded
-            alias (loaded with ``config.dtype``), a loaded ``PreTrainedModel`` (give ``tokenizer``), or a
-            :class:`TransformersBackend` (its model answers and the backend itself writes the questions).
+            alias (loaded with ``config.dtype``), a loaded ``PreTrainedModel`` (give ``tokenizer``), or any
+            :class:`~culture_align.backends.GenerationBackend` (a local one, vLLM, a server; log-prob answering
+            needs its ``score``), which then answers and writes the questions.
         cultures: ISO3 codes (overrides ``config.cultures``).
         config: :class:`CultureSPAPipelineConfig` (default: its defaults).
         tokenizer: The tokenizer of a loaded ``model``.
@@ -171,21 +171,18 @@ class CultureSPAPipeline:
         self.cultures = resolve_cultures(cultures if cultures is not None else cfg.cultures)
         if not self.cultures:
             raise ValueError("no cultures given")
-        if isinstance(model, TransformersBackend):
-            self.model, self.tokenizer, self.model_id = model.model, model.tokenizer, model.model_id
-            default_backend: GenerationBackend | None = model
+        if isinstance(model, GenerationBackend):
+            self.backend = model
         elif isinstance(model, PreTrainedModel):
             if tokenizer is None:
                 raise ValueError("a loaded model needs its tokenizer: CultureSPAPipeline(model, tokenizer=...)")
-            self.model, self.tokenizer = model, tokenizer
-            self.model_id = getattr(model.config, "name_or_path", "") or type(model).__name__
-            default_backend = None
+            self.backend = TransformersBackend.from_model(model, tokenizer, batch_size=cfg.batch_size)
         else:
-            self.model, self.tokenizer = load_model_and_tokenizer(model, dtype=cfg.dtype)
-            self.model_id = str(model)
-            default_backend = None
-        self.question_backend = question_backend or default_backend or TransformersBackend.from_model(
-            self.model, self.tokenizer, model_id=self.model_id, batch_size=cfg.batch_size)
+            loaded, loaded_tokenizer = load_model_and_tokenizer(model, dtype=cfg.dtype)
+            self.backend = TransformersBackend.from_model(loaded, loaded_tokenizer, model_id=str(model),
+                                                          batch_size=cfg.batch_size)
+        self.model_id = self.backend.model_id or type(model).__name__
+        self.question_backend = question_backend or self.backend
         if wvs is None:
             wvs = (load_wvs(cfg.wvs_path) if cfg.wvs_path else
                    WVSData(questions=bundled_questions(), distributions={}, source="bundled catalog"))
@@ -243,7 +240,7 @@ class CultureSPAPipeline:
         # 2. answers
         start = time.perf_counter()
         answer_cache = AnswerCache(out / "answers_cache.jsonl") if cfg.cache_answers else None
-        answerer = SurveyAnswerer(self.model, self.tokenizer, mode=cfg.answer_mode, sampling=cfg.answer_sampling,
+        answerer = SurveyAnswerer(self.backend, mode=cfg.answer_mode, sampling=cfg.answer_sampling,
                                   batch_size=cfg.batch_size, cache=answer_cache, model_id=self.model_id)
         answers = answer_questions(questions.dataset, self.cultures, answerer, variant=cfg.answer_variant,
                                    similarity=self._similarity(), wvs=self.wvs,
