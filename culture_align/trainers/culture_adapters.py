@@ -6,7 +6,8 @@ user = a question with numbered options, assistant = the chosen option's number)
 - `mode="joint"`: one LoRA adapter on the records of every culture (the culture lives in the system prompt);
   plain SFT, saved like any PEFT adapter in `output_dir`.
 - `mode="specific"`: one LoRA adapter per culture, named by its ISO3 code, trained one after the other on one
-  loaded base model (PEFT `add_adapter` / `set_adapter`, never a reload), saved side by side as
+  loaded base model (PEFT `add_adapter` / `set_adapter`, never a reload), each by a trainer of its own
+  ([`~culture_align.trainers.culture_specific.train_culture_adapters`]), saved side by side as
   `<output_dir>/<ISO3>/`, each with its own checkpoints (`<output_dir>/<ISO3>/checkpoint-N/`).
 
 Both write `culture_adapters.json` (the index: culture -> adapter subfolder, read by
@@ -34,7 +35,7 @@ import torch
 from datasets import Dataset, IterableDataset
 from peft import LoraConfig, PeftModel
 from transformers import PreTrainedTokenizerBase, set_seed
-from transformers.trainer_utils import TrainOutput, get_last_checkpoint
+from transformers.trainer_utils import TrainOutput
 from transformers.utils import logging
 from trl import SFTConfig, SFTTrainer
 from trl.data_utils import get_dataset_column_names
@@ -44,6 +45,7 @@ from ..cultures import get_culture
 from ..models import CULTURE_ADAPTERS_INDEX, TRAINING_INFO_NAME
 from ..recipes.storage import write_json_atomically
 from ..redaction import SecretFreePickleMixin
+from .culture_specific import train_culture_adapters
 from .utils import (
     content_sha256,
     default_bf16,
@@ -172,10 +174,11 @@ class CultureAdapterTrainer(SFTTrainer):
     """
     SFT of LoRA culture adapters: one for all cultures (`mode="joint"`) or one per culture (`mode="specific"`).
 
-    Joint mode is TRL's SFT with an assistant-only loss. In specific mode `train()` trains, for each culture in turn,
-    a fresh LoRA adapter named by its ISO3 code on that culture's records (same seed, same settings, its own
-    optimizer, schedule and checkpoints in `<output_dir>/<ISO3>/`), on the one base model loaded at init; the model
-    ends up holding every culture's adapter, and each is saved as soon as it is trained.
+    Joint mode is TRL's SFT with an assistant-only loss. In specific mode this trainer coordinates: `train()` runs
+    [`~culture_align.trainers.culture_specific.train_culture_adapters`], which trains, for each culture in turn, a
+    fresh LoRA adapter named by its ISO3 code with a trainer of its own on that culture's records (same seed, same
+    settings, its own optimizer, schedule and checkpoints in `<output_dir>/<ISO3>/`), all on the one base model loaded
+    at init; the model ends up holding every culture's adapter, and each is saved as soon as it is trained.
 
     Example:
 
@@ -206,9 +209,13 @@ class CultureAdapterTrainer(SFTTrainer):
             Tokenizer with a chat template; loaded from the model when not given.
         peft_config ([`~peft.LoraConfig`], *optional*):
             LoRA configuration of the adapter(s); default `args.default_peft_config()` (the recipe's reference).
+        culture_adapter (`str`, *optional*):
+            Set by specific mode on the trainer of one culture: the named adapter it trains (checkpoints then hold that
+            adapter only, as `<checkpoint>/<ISO3>/`).
         **kwargs:
-            Passed on to [`~trl.SFTTrainer`] (`data_collator`, `callbacks`, `optimizers`, ...); `formatting_func` is
-            not supported.
+            Passed on to [`~trl.SFTTrainer`] (`data_collator`, `callbacks`, `optimizers`, ...); in specific mode to
+            every culture's trainer, except `optimizers` (each culture builds its own); `formatting_func` is not
+            supported.
 
     Attributes:
         cultures (`list[str]`): The cultures trained on (ISO3, sorted), from the dataset and `args.cultures`.
@@ -231,6 +238,7 @@ class CultureAdapterTrainer(SFTTrainer):
         processing_class: PreTrainedTokenizerBase | None = None,
         *,
         peft_config=None,
+        culture_adapter: str | None = None,
         **kwargs,
     ):
         args = trainer_config(model, args, self.config_class, self._name)
@@ -270,7 +278,8 @@ class CultureAdapterTrainer(SFTTrainer):
         # adapter exists
         self._placeholder_adapter = peft_model.active_adapter if (
             args.mode == "specific" and not isinstance(model, PeftModel)) else None
-        self._current_culture: str | None = None
+        self._culture_adapter = culture_adapter
+        self._trainer_kwargs: dict[str, Any] = {"data_collator": data_collator, **kwargs}
         self.adapter_info: dict[str, dict[str, Any]] = {}
 
         self.culture_counts = dict(sorted(counts.items()))
@@ -278,16 +287,15 @@ class CultureAdapterTrainer(SFTTrainer):
         self._num_examples: dict[str, int | None] = {**self.culture_counts, ALL_CULTURES: (
             sum(counts.values()) if counts else len(train_dataset) if isinstance(train_dataset, Dataset) else None)}
 
-        self._culture_train_datasets: dict[str, Dataset] = {}
-        self._culture_eval_datasets: dict[str, Any] = {}
+        self._culture_train_rows: dict[str, Dataset] = {}  # tokenised, unpacked: each culture's trainer packs
+        self._culture_eval_datasets: dict[str, Any] = {}  # packed as evaluate() needs them
         self._data_sha256: dict[str, str] = {}
         if args.mode == "specific":
-            packing = args.packing
             eval_packing = args.packing if args.eval_packing is None else args.eval_packing
             for culture in self.cultures:
                 subset = self._culture_rows(self.train_dataset, culture)
                 self._data_sha256[culture] = content_sha256(subset)
-                self._culture_train_datasets[culture] = self._finish_culture_dataset(subset, packing, "train")
+                self._culture_train_rows[culture] = subset
                 self._culture_eval_datasets[culture] = self._culture_eval(culture, eval_packing)
         elif isinstance(self.train_dataset, Dataset):
             self._data_sha256[ALL_CULTURES] = content_sha256(self.train_dataset)
@@ -351,6 +359,13 @@ class CultureAdapterTrainer(SFTTrainer):
         if not packing:
             return dataset
         return SFTTrainer._prepare_dataset(self, dataset, self.processing_class, self.args, True, None, dataset_name)
+
+    def _culture_split(self, split: str, culture: str):
+        """`culture`'s tokenised, unpacked rows of the training (`split="train"`) or evaluation data (`None`
+        without evaluation data; a dict for a dict of evaluation datasets), for that culture's own trainer."""
+        if split == "train":
+            return self._culture_train_rows[culture]
+        return self._culture_eval(culture, packing=False)
 
     def _culture_eval(self, culture: str, packing: bool):
         """This culture's rows of the evaluation dataset(s); `None` without evaluation data."""
@@ -454,9 +469,10 @@ class CultureAdapterTrainer(SFTTrainer):
         """
         Train the adapter(s).
 
-        Joint mode: [`~transformers.Trainer.train`]. Specific mode: for each culture of `self.cultures` whose
-        `<output_dir>/<ISO3>/` is not complete, a fresh adapter trained on its records and saved there; complete
-        ones are loaded instead (so the model ends up holding every culture). `resume_from_checkpoint=True` resumes
+        Joint mode: [`~transformers.Trainer.train`]. Specific mode
+        ([`~culture_align.trainers.culture_specific.train_culture_adapters`]): for each culture of `self.cultures`
+        whose `<output_dir>/<ISO3>/` is not complete, a fresh adapter trained on its records by a trainer of its own
+        and saved there; complete ones are loaded instead (so the model ends up holding every culture). `resume_from_checkpoint=True` resumes
         each unfinished culture from its last checkpoint, if it has one (a path is refused: checkpoints are per
         culture). Returns the summed steps and runtime, the step-weighted mean loss, and per-culture
         `train_loss_<ISO3>` metrics.
@@ -471,52 +487,12 @@ class CultureAdapterTrainer(SFTTrainer):
         if isinstance(resume_from_checkpoint, str):
             raise ValueError("In specific mode pass `resume_from_checkpoint=True`: each culture resumes from the last "
                              "checkpoint in <output_dir>/<ISO3>/.")
-        output_dir = Path(self.args.output_dir)
-        train_dataset, eval_dataset = self.train_dataset, self.eval_dataset
-        outputs: dict[str, TrainOutput] = {}
-        try:
-            for culture in self.cultures:
-                folder = output_dir / culture
-                if is_complete_adapter(folder):
-                    self.adapter_info[culture] = self._check_reusable(culture, folder)
-                    logger.info(f"{culture}: adapter already trained in {folder}; loading it (delete the folder to "
-                                "retrain).")
-                    self._use_culture_adapter(culture, load_from=folder)
-                    continue
-                self._use_culture_adapter(culture)
-                self._current_culture = culture
-                self.train_dataset = self._culture_train_datasets[culture]
-                self.eval_dataset = self._culture_eval_datasets[culture]
-                self.args.output_dir = str(folder)
-                # A fresh optimizer, schedule and (distributed) wrapper around the model for this adapter
-                self.optimizer, self.lr_scheduler = None, None
-                self.model_wrapped = self.model
-                checkpoint = get_last_checkpoint(str(folder)) if resume_from_checkpoint and folder.is_dir() else None
-                logger.info(f"{culture}: training adapter {culture!r} on {len(self.train_dataset)} rows"
-                            + (f", resuming from {checkpoint}" if checkpoint else ""))
-                outputs[culture] = super().train(checkpoint, None, ignore_keys_for_eval)
-                self.adapter_info[culture] = self._training_info(culture, outputs[culture].metrics)
-                self._save_culture_adapter(culture, folder, self.adapter_info[culture])
-                self._write_index(output_dir, {culture: culture})
-        finally:
-            self.args.output_dir = str(output_dir)
-            self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
-            self._current_culture = None
-        self._write_index(output_dir, {culture: culture for culture in self.adapter_info})
-
-        steps = sum(o.global_step for o in outputs.values())
-        runtime = sum(o.metrics.get("train_runtime", 0.0) for o in outputs.values())
-        metrics: dict[str, float] = {"train_runtime": runtime}
-        for culture, o in outputs.items():
-            metrics[f"train_loss_{culture}"] = o.training_loss
-        loss = sum(o.training_loss * o.global_step for o in outputs.values()) / steps if steps else 0.0
-        metrics["train_loss"] = loss
-        return TrainOutput(steps, loss, metrics)
+        return train_culture_adapters(self, bool(resume_from_checkpoint), ignore_keys_for_eval)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Joint mode, or during a culture's training: TRL's. Specific mode otherwise: each culture's adapter on its
-        own rows of the evaluation data, with metrics prefixed `<metric_key_prefix>_<ISO3>`."""
-        if self.args.mode == "joint" or self._current_culture is not None or eval_dataset is not None:
+        """Joint mode (a culture's own trainer included): TRL's. Specific mode: each culture's adapter on its own rows
+        of the evaluation data, with metrics prefixed `<metric_key_prefix>_<ISO3>`."""
+        if self.args.mode == "joint" or eval_dataset is not None:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         metrics: dict[str, float] = {}
         for culture in self.cultures:
@@ -546,10 +522,10 @@ class CultureAdapterTrainer(SFTTrainer):
             write_trainer_model_card(self, **kwargs)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        if self.args.mode == "joint":
+        if self.args.mode == "joint" and self._culture_adapter is None:
             return super()._save(output_dir, state_dict)
-        # A checkpoint in specific mode holds the adapter being trained only (as `<checkpoint>/<ISO3>/`, the layout
-        # `Trainer` resumes from), not every culture's
+        # A checkpoint of a culture's trainer holds its adapter only (as `<checkpoint>/<ISO3>/`, the layout `Trainer`
+        # resumes from), not every culture's
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if not self.args.should_save:
             return
