@@ -270,7 +270,7 @@ def cli_cases(root: Path) -> list[Case]:
     user_folder.mkdir()
     (user_folder / "notes.md").write_text("mine")
     bad_yaml = root / "bad.yaml"
-    bad_yaml.write_text("train:\n  per_device_train_batch_size: three\n")
+    bad_yaml.write_text("per_device_train_batch_size: three\n")
     template = root / "template.json"
     template.write_text(json.dumps({"system": "You are {nationality}.", "user": "{question}\n{options}"}))
     exp = root / "exp.yaml"

@@ -10,7 +10,7 @@ import typing
 from types import UnionType
 from typing import Any
 
-__all__ = ["dataclass_from_dict"]
+__all__ = ["dataclass_from_dict", "replace_from_dict"]
 
 
 def dataclass_from_dict(cls: type, values: dict[str, Any], what: str | None = None) -> Any:
@@ -26,9 +26,18 @@ def dataclass_from_dict(cls: type, values: dict[str, Any], what: str | None = No
         field = names[key]
         default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
         if dataclasses.is_dataclass(default) and not isinstance(default, type) and isinstance(value, dict):
-            nested = _checked_values(type(default), value, what, prefix=f"{key}.")
-            kwargs[key] = _construct(dataclasses.replace, (default,), nested, f"{what} setting {key}")
+            kwargs[key] = replace_from_dict(default, value, what, key)
     return _construct(cls, (), kwargs, f"{what} settings")
+
+
+def replace_from_dict(default: Any, values: dict[str, Any], what: str, key: str) -> Any:
+    """The dataclass instance ``default`` with ``values`` (a mapping of its fields, checked) applied over it.
+
+    Args:
+        what, key: Named in errors (``"CLCA pipeline setting roleplay_params.max_new_tokenz"``).
+    """
+    nested = _checked_values(type(default), values, what, prefix=f"{key}.")
+    return _construct(dataclasses.replace, (default,), nested, f"{what} setting {key}")
 
 
 def _construct(factory: Any, args: tuple, kwargs: dict[str, Any], what: str) -> Any:

@@ -1,4 +1,4 @@
-"""Generate a CLCA corpus: `python examples/generate_clca.py --config examples/configs/clca.yaml`.
+"""Generate a CLCA corpus: `python examples/generate_clca.py --config examples/configs/clca_generate.yaml`.
 
 Resumable: run it again with the same output folder after an interruption.
 """

@@ -1,5 +1,5 @@
 """Generate a CultureLLM corpus:
-`python examples/generate_culturellm.py --config examples/configs/culturellm.yaml --wvs path/to/wvs-data`.
+`python examples/generate_culturellm.py --config examples/configs/culturellm_generate.yaml --wvs path/to/wvs-data`.
 
 Resumable: run it again with the same output folder after an interruption. The seed ids it prints are the
 training items: leave them out when evaluating (`culture-align eval --exclude-items ...`).

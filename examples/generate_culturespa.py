@@ -1,4 +1,4 @@
-"""Generate a CultureSPA corpus: `python examples/generate_culturespa.py --config examples/configs/culturespa.yaml`.
+"""Generate a CultureSPA corpus: `python examples/generate_culturespa.py --config examples/configs/culturespa_generate.yaml`.
 
 Resumable: run it again with the same output folder after an interruption (questions come from the completion
 cache, answers from the answer cache).

@@ -1,4 +1,4 @@
-"""Train a CLCA adapter: `python examples/train_clca.py --config examples/configs/clca.yaml`.
+"""Train a CLCA adapter: `python examples/train_clca.py --config examples/configs/clca_train.yaml`.
 
 Multi-GPU: `accelerate launch --config_file <accelerate config> examples/train_clca.py --config ...`.
 """

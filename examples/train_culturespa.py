@@ -1,6 +1,6 @@
 """Train CultureSPA adapters from a YAML config and flags:
 
-    python examples/train_culturespa.py --config examples/configs/culturespa.yaml --mode specific
+    python examples/train_culturespa.py --config examples/configs/culturespa_train.yaml --mode specific
 
 `--mode specific` trains one LoRA adapter per culture on one loaded base model (`<output_dir>/<ISO3>/`; a rerun
 skips the cultures already done), `--mode joint` one adapter for all cultures. Flags override the YAML `train:`

@@ -1,6 +1,6 @@
 """Train answer-distribution adapters (forward KL on whole human answer distributions) from a YAML config and flags:
 
-    python examples/train_distribution.py --config examples/configs/distribution.yaml
+    python examples/train_distribution.py --config examples/configs/distribution_train.yaml
 
 Multi-GPU:
 

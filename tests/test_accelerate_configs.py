@@ -23,7 +23,7 @@ EXPECTED = {
     "deepspeed_zero3.yaml": DistributedType.DEEPSPEED,
     "fsdp.yaml": DistributedType.FSDP,
 }
-SCRIPT = ["examples/train_clca.py", "--config", "examples/configs/clca.yaml"]
+SCRIPT = ["examples/train_clca.py", "--config", "examples/configs/clca_train.yaml"]
 
 
 def launch_environment(config_file: Path, *extra: str) -> tuple[str, dict[str, str]]:

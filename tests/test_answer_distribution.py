@@ -141,9 +141,9 @@ def test_train_distribution_cli_on_a_split(tiny_model_dir, tiny_wvs, tmp_path, c
     split = make_split(load_wvs(data), seed=0, test_share=0.4)
     split_file = split.save(tmp_path / "split.json")
     config = tmp_path / "distribution.yaml"
-    config.write_text(f"train:\n  model_name_or_path: {tiny_model_dir}\n  wvs: {data}\n  output_dir: {tmp_path / 'out'}\n"
-                      "  max_steps: 2\n  per_device_train_batch_size: 4\n  report_to: none\n  save_strategy: 'no'\n"
-                      "  use_cpu: true\n")
+    config.write_text(f"model_name_or_path: {tiny_model_dir}\nwvs: {data}\noutput_dir: {tmp_path / 'out'}\n"
+                      "max_steps: 2\nper_device_train_batch_size: 4\nreport_to: none\nsave_strategy: 'no'\n"
+                      "use_cpu: true\n")
     assert main(["train", "distribution", "--config", str(config), "--split", str(split_file)]) == 0
     info = json.loads((tmp_path / "out" / "training_info.json").read_text())
     assert info["recipe"] == "answer_distribution" and info["paper"]["id"] == "2502.07068"

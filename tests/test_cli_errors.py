@@ -167,14 +167,14 @@ def test_eval_tasks_bad_flags_fail_before_the_model(tmp_path, tiny_model_dir, ta
 def test_generate_config_values_of_the_wrong_type_or_range_are_one_line(tmp_path, tiny_model_dir, capsys,
                                                                         no_model_loads):
     config = tmp_path / "clca.yaml"
-    config.write_text("generate:\n  num_scenarios: many\n")
+    config.write_text("num_scenarios: many\n")
     _fails(["generate", "clca", "--config", str(config)], capsys,
-           "CLCA pipeline setting num_scenarios: expected int \\| None, got 'many'")
-    config.write_text("generate:\n  roleplay_params: {max_new_tokens: [1, 2]}\n")
+           "config key 'num_scenarios': expected an integer, got 'many'")
+    config.write_text("roleplay_params: {max_new_tokens: [1, 2]}\n")
     _fails(["generate", "clca", "--config", str(config)], capsys,
            "setting roleplay_params.max_new_tokens: expected int, got \\[1, 2\\]")
     for recipe, flag in (("clca", "--teacher"), ("culturespa", "--model")):
-        config.write_text("generate:\n  cache_chunk_size: -3\n")  # would send no request at all
+        config.write_text("cache_chunk_size: -3\n")  # would send no request at all
         _fails(["generate", recipe, "--config", str(config), flag, str(tiny_model_dir), "--output-dir",
                 str(tmp_path / "g")], capsys, "cache_chunk_size must be >= 1, got -3")
 
@@ -190,7 +190,7 @@ def test_generate_output_folder_and_teacher_are_checked_before_the_model(tmp_pat
     _fails(["generate", "clca", "--teacher", "nobody/no-teacher", "--output-dir", str(tmp_path / "g")], capsys,
            "`teacher` model nobody/no-teacher: not a local folder, and not in the Hub cache")
     config = tmp_path / "openai.yaml"
-    config.write_text("generate:\n  teacher: {backend: openai, base_url: 'http://127.0.0.1:9/v1', model: m, "
+    config.write_text("teacher: {backend: openai, base_url: 'http://127.0.0.1:9/v1', model: m, "
                       "max_concurency: 4}\n")
     _fails(["generate", "clca", "--config", str(config), "--output-dir", str(tmp_path / "g")], capsys,
            "`teacher` backend settings .*unexpected keyword argument 'max_concurency'")
@@ -209,14 +209,14 @@ def test_generate_clca_help_names_shard_folders_as_they_are_made(capsys):
 def test_train_config_values_of_the_wrong_type_are_one_line(tmp_path, tiny_model_dir, adapter_run, capsys,
                                                             no_model_loads):
     config = tmp_path / "train.yaml"
-    head = f"train:\n  model_name_or_path: {tiny_model_dir}\n  dataset_path: {adapter_run}\n  use_cpu: true\n"
-    config.write_text(head + "  per_device_train_batch_size: [1, 2]\n")
+    head = f"model_name_or_path: {tiny_model_dir}\ndataset_path: {adapter_run}\nuse_cpu: true\n"
+    config.write_text(head + "per_device_train_batch_size: [1, 2]\n")
     _fails(["train", "culturespa", "--config", str(config)], capsys,
            "config key 'per_device_train_batch_size': expected an integer, got \\[1, 2\\]")
-    config.write_text(head + "  per_device_train_batch_size: three\n")
+    config.write_text(head + "per_device_train_batch_size: three\n")
     _fails(["train", "culturespa", "--config", str(config)], capsys,
            "config key 'per_device_train_batch_size': expected an integer, got 'three'")
-    config.write_text(head + "  learning_rate: {value: 1}\n")
+    config.write_text(head + "learning_rate: {value: 1}\n")
     _fails(["train", "clca", "--config", str(config)], capsys, "config key 'learning_rate': expected a number")
 
 
@@ -237,15 +237,15 @@ def test_train_bad_settings_fail_before_the_model(tmp_path, tiny_model_dir, adap
 def _train_config(tmp_path, tiny_model_dir, adapter_run, *extra: str):
     config = tmp_path / "train.yaml"
     config.write_text("\n".join([
-        "train:", f"  model_name_or_path: {tiny_model_dir}", f"  dataset_path: {adapter_run}", "  max_steps: 1",
-        "  per_device_train_batch_size: 2", "  report_to: none", "  disable_tqdm: true", *extra]) + "\n")
+        f"model_name_or_path: {tiny_model_dir}", f"dataset_path: {adapter_run}", "max_steps: 1",
+        "per_device_train_batch_size: 2", "report_to: none", "disable_tqdm: true", *extra]) + "\n")
     return config
 
 
 def test_train_resume_true_from_a_flag_in_specific_mode(tmp_path, tiny_model_dir, adapter_run, capsys):
     torch.set_num_threads(1)
-    config = _train_config(tmp_path, tiny_model_dir, adapter_run, "  use_cpu: true", "  bf16: false",
-                           "  activation_checkpointing: false")
+    config = _train_config(tmp_path, tiny_model_dir, adapter_run, "use_cpu: true", "bf16: false",
+                           "activation_checkpointing: false")
     out = tmp_path / "spa"
     argv = ["train", "culturespa", "--config", str(config), "--mode", "specific", "--cultures", "USA",
             "--output_dir", str(out), "--lora_r", "2", "--resume_from_checkpoint", "true"]
@@ -256,7 +256,7 @@ def test_train_resume_true_from_a_flag_in_specific_mode(tmp_path, tiny_model_dir
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU-only default is what is tested")
 def test_train_config_without_bf16_trains_on_a_cpu_only_machine(tmp_path, tiny_model_dir, adapter_run, capsys):
     torch.set_num_threads(1)
-    config = _train_config(tmp_path, tiny_model_dir, adapter_run, "  activation_checkpointing: false")
+    config = _train_config(tmp_path, tiny_model_dir, adapter_run, "activation_checkpointing: false")
     out = tmp_path / "adapter"
     assert main(["train", "culturellm", "--config", str(config), "--mode", "joint", "--lora_r", "2", "--output_dir",
                  str(out)]) == 0, capsys.readouterr().err

@@ -265,9 +265,9 @@ def test_train_entry_points_and_eval_with_adapters_dir(tiny_model_dir, tmp_path,
     run = _write_run(tmp_path)
     config = tmp_path / "adapters.yaml"
     config.write_text(
-        f"train:\n  model_name_or_path: {tiny_model_dir}\n  dataset_path: {run}\n  max_steps: 1\n"
-        "  per_device_train_batch_size: 3\n  report_to: none\n  save_strategy: 'no'\n  bf16: false\n"
-        "  use_cpu: true\n  activation_checkpointing: false\n  disable_tqdm: true\n")
+        f"model_name_or_path: {tiny_model_dir}\ndataset_path: {run}\nmax_steps: 1\n"
+        "per_device_train_batch_size: 3\nreport_to: none\nsave_strategy: 'no'\nbf16: false\n"
+        "use_cpu: true\nactivation_checkpointing: false\ndisable_tqdm: true\n")
     spa = tmp_path / "spa"
     assert main(["train", "culturespa", "--config", str(config), "--mode", "specific", "--output_dir", str(spa),
                  "--lora_r", "4"]) == 0

@@ -338,9 +338,9 @@ def test_generate_cli(tmp_path, tiny_wvs, embedder, monkeypatch):
     (tmp_path / "wvs_questions.json").write_text(json.dumps([q.to_dict() for q in tiny_wvs.questions.values()]))
     config = tmp_path / "culturellm.yaml"
     config.write_text(
-        "generate:\n  teacher: {backend: openai, base_url: http://127.0.0.1:9/v1, model: teacher-x}\n"
-        f"  output_dir: {tmp_path / 'out'}\n  num_rewrites: 1\n  paraphrase_retries: 0\n  max_attempts: 1\n"
-        "  show_progress: false\n  paraphrase_params: {max_new_tokens: 24}\n")
+        "teacher: {backend: openai, base_url: http://127.0.0.1:9/v1, model: teacher-x}\n"
+        f"output_dir: {tmp_path / 'out'}\nnum_rewrites: 1\nparaphrase_retries: 0\nmax_attempts: 1\n"
+        "show_progress: false\nparaphrase_params: {max_new_tokens: 24}\n")
     code = main(["generate", "culturellm", "--config", str(config), "--wvs", str(data), "--items", "Q27,Q182",
                  "--cultures", "USA,CHN"])
     assert code == 0
@@ -363,11 +363,11 @@ def test_pipeline_config_validation():
 
 
 def test_example_config_builds():
-    from culture_align.scripts.config import load_config_section
-    from culture_align.scripts.culturellm import pipeline_config_from_dict
+    from culture_align.recipes.culturellm import CultureLLMPipelineConfig
+    from culture_align.scripts.config import parse_command
+    from culture_align.scripts.culturellm import CultureLLMGenerateArguments
 
-    section = load_config_section(Path(__file__).parents[1] / "examples/configs/culturellm.yaml", "generate")
-    for key in ("teacher", "wvs", "questions", "output_dir"):
-        section.pop(key, None)
-    config = pipeline_config_from_dict(section)
+    path = Path(__file__).parents[1] / "examples/configs/culturellm_generate.yaml"
+    args, config = parse_command((CultureLLMGenerateArguments, CultureLLMPipelineConfig), ["--config", str(path)])
+    assert args.teacher["backend"] == "transformers" and args.output_dir == "runs/culturellm-data"
     assert config.num_rewrites == 5 and config.similarity_threshold == 0.8 and config.max_samples_per_seed == 10

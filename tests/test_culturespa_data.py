@@ -453,10 +453,10 @@ def test_generate_culturespa_cli_on_the_tiny_model(tmp_path, tiny_model_dir, cap
     config = tmp_path / "spa.yaml"
     out = tmp_path / "out"
     config.write_text(
-        f"generate:\n  model: {tiny_model_dir}\n  output_dir: {out}\n  cultures: [USA, DEU]\n"
-        "  topics: [religion]\n  questions_per_topic: 1\n  requests_per_round: 2\n  max_requests_per_topic: 2\n"
-        "  question_params: {max_new_tokens: 12}\n  near_duplicate_threshold: null\n"
-        "  contamination_threshold: null\n  show_progress: false\ntrain:\n  learning_rate: 0.001\n")
+        f"model: {tiny_model_dir}\noutput_dir: {out}\ncultures: [USA, DEU]\n"
+        "topics: [religion]\nquestions_per_topic: 1\nrequests_per_round: 2\nmax_requests_per_topic: 2\n"
+        "question_params: {max_new_tokens: 12}\nnear_duplicate_threshold: null\n"
+        "contamination_threshold: null\nshow_progress: false\n")
     assert main(["generate", "culturespa", "--config", str(config), "--seed", "2"]) == 0
     stats = json.loads((out / "stats.json").read_text())
     assert stats["config"]["seed"] == 2 and stats["config"]["topics"] == ["religion"]
@@ -465,9 +465,9 @@ def test_generate_culturespa_cli_on_the_tiny_model(tmp_path, tiny_model_dir, cap
     # 12 tokens of a random model: whatever it wrote is kept as a question or recorded as a rejection
     assert len(corpus["questions"]) + len(corpus["rejections"]) == 2
     assert len(corpus["answers"]) == 2 * len(corpus["questions"])
-    config.write_text("generate:\n  questions_per_topik: 2\n")
+    config.write_text("questions_per_topik: 2\n")
     assert main(["generate", "culturespa", "--config", str(config)]) == 2
-    assert "unknown CultureSPA pipeline settings: questions_per_topik" in capsys.readouterr().err
+    assert "unknown config keys: questions_per_topik" in capsys.readouterr().err
 
 
 def test_pipeline_on_an_experiment_split_reads_training_cells_and_guards_every_item(tiny_model_and_tokenizer,

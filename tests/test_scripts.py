@@ -9,21 +9,49 @@ from datasets import Dataset, DatasetDict
 
 from culture_align.cli import main
 from culture_align.scripts.clca import pipeline_config_from_dict
-from culture_align.scripts.config import hold_out_split, load_config_section
+from culture_align.scripts.config import CommandParser, hold_out_split, parse_command, read_config_file
 
 
-def test_config_sections_and_errors(tmp_path):
-    path = tmp_path / "c.yaml"
-    path.write_text("generate:\n  max_turns: 3\ntrain:\n  learning_rate: 0.001\n")
-    assert load_config_section(path, "generate") == {"max_turns": 3}
-    assert load_config_section(path, "eval") == {}
+def test_config_files_are_flat_and_checked(tmp_path):
+    """One flat YAML mapping per command (TRL's convention); a sectioned file or a non-mapping is refused by name."""
     flat = tmp_path / "flat.yaml"
     flat.write_text("max_turns: 5\n")
-    assert load_config_section(flat, "generate") == {"max_turns": 5}
+    assert read_config_file(flat) == {"max_turns": 5}
+    sectioned = tmp_path / "c.yaml"
+    sectioned.write_text("generate:\n  max_turns: 3\ntrain:\n  learning_rate: 0.001\n")
+    with pytest.raises(ValueError, match="c.yaml: a config is one flat mapping per command .*generate, train"):
+        read_config_file(sectioned)
     bad = tmp_path / "bad.yaml"
     bad.write_text("- a list\n")
     with pytest.raises(ValueError, match="bad.yaml"):
-        load_config_section(bad, "generate")
+        read_config_file(bad)
+
+
+def test_command_parser_takes_file_flags_and_nested_params(tmp_path):
+    """Defaults < file < flags; a GenerationParams field takes a mapping (file) or JSON (flag) over its default; a
+    backend field a name or a mapping; Sequence[str] fields items or comma-separated; help from the dataclasses."""
+    from culture_align.recipes.clca import CLCAPipelineConfig
+    from culture_align.scripts.clca import CLCAGenerateArguments
+
+    config = tmp_path / "g.yaml"
+    config.write_text("teacher: {backend: openai, base_url: 'http://127.0.0.1:9/v1', model: m}\nmax_turns: 3\n"
+                      "roleplay_params: {max_new_tokens: 64}\ncultures: [GBR, CHN]\n")
+    types = (CLCAGenerateArguments, CLCAPipelineConfig)
+    args, cfg = parse_command(types, ["--config", str(config), "--max_turns", "4"])
+    assert args.teacher == {"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
+    assert cfg.max_turns == 4 and cfg.cultures == ("GBR", "CHN")
+    assert cfg.roleplay_params.max_new_tokens == 64 and cfg.roleplay_params.top_p == 0.7  # over the default
+    args, cfg = parse_command(types, [f"--config={config}", "--teacher", "smollm2-135m-instruct", "--cultures",
+                                      "USA,DEU", "JPN", "--roleplay-params", '{"temperature": 0.2}'])
+    assert args.teacher == "smollm2-135m-instruct" and cfg.cultures == ("USA", "DEU", "JPN")
+    assert cfg.roleplay_params.temperature == 0.2 and cfg.roleplay_params.max_new_tokens == 500  # flag over default
+    config.write_text("turns: 2\n")
+    with pytest.raises(ValueError, match="unknown config keys: turns"):
+        parse_command(types, ["--config", str(config)])
+    with pytest.raises(ValueError, match="--config needs a file"):
+        parse_command(types, ["--config"])
+    help_text = CommandParser(list(types)).format_help()
+    assert "Which judged dialogues to drop" in help_text and "--roleplay_params" in help_text
 
 
 def test_hold_out_split_keeps_groups_together_and_strata_represented():
@@ -60,18 +88,18 @@ def test_pipeline_config_from_dict():
 def test_generate_clca_runs_from_a_config(tmp_path, tiny_model_dir, capsys):
     config = tmp_path / "clca.yaml"
     config.write_text(
-        f"generate:\n  teacher: {{backend: transformers, model: {tiny_model_dir}}}\n  output_dir: {tmp_path / 'out'}\n"
-        "  cultures: [GBR]\n  num_scenarios: 1\n  max_turns: 2\n  max_attempts: 1\n"
-        "  scenario_params: {max_new_tokens: 8}\n  show_progress: false\n")
+        f"teacher: {{backend: transformers, model: {tiny_model_dir}}}\noutput_dir: {tmp_path / 'out'}\n"
+        "cultures: [GBR]\nnum_scenarios: 1\nmax_turns: 2\nmax_attempts: 1\n"
+        "scenario_params: {max_new_tokens: 8}\nshow_progress: false\n")
     assert main(["generate", "clca", "--config", str(config), "--seed", "3"]) == 0
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["config"]["seed"] == 3 and stats["config"]["max_turns"] == 2
     assert stats["counts"]["seed_scenarios"] == 1
     # The random tiny model cannot write a scenario in 8 tokens: the rejection is recorded, not lost.
     assert stats["counts"]["rejections"] >= 1
-    config.write_text("generate:\n  turns: 2\n")
+    config.write_text("turns: 2\n")
     assert main(["generate", "clca", "--config", str(config)]) == 2
-    assert "unknown CLCA pipeline settings: turns" in capsys.readouterr().err
+    assert "unknown config keys: turns" in capsys.readouterr().err
 
 
 def test_train_clca_saves_an_adapter(tmp_path, tiny_model_dir):
@@ -81,10 +109,10 @@ def test_train_clca_saves_an_adapter(tmp_path, tiny_model_dir):
     DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "data"))
     config = tmp_path / "train.yaml"
     config.write_text(
-        f"train:\n  model_name_or_path: {tiny_model_dir}\n  dataset_path: {tmp_path / 'data'}\n"
-        "  use_peft: true\n  lora_r: 4\n  lora_target_modules: [q_proj, v_proj]\n  max_steps: 2\n"
-        "  per_device_train_batch_size: 2\n  report_to: none\n  save_strategy: 'no'\n  bf16: false\n"
-        "  activation_checkpointing: false\n  use_cpu: true\n  intent_loss_weight: 0.5\n")
+        f"model_name_or_path: {tiny_model_dir}\ndataset_path: {tmp_path / 'data'}\n"
+        "use_peft: true\nlora_r: 4\nlora_target_modules: [q_proj, v_proj]\nmax_steps: 2\n"
+        "per_device_train_batch_size: 2\nreport_to: none\nsave_strategy: 'no'\nbf16: false\n"
+        "activation_checkpointing: false\nuse_cpu: true\nintent_loss_weight: 0.5\n")
     out = tmp_path / "adapter"
     assert main(["train", "clca", "--config", str(config), "--output_dir", str(out)]) == 0
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()

@@ -236,10 +236,13 @@ def _plain_value(value: Any) -> Any:
 
 
 def split_commas(value: Any) -> Any:
-    """A comma-separated string (from a CLI flag or a YAML scalar) as a tuple of its stripped, non-empty parts:
-    ``"GBR, CHN"`` -> ``("GBR", "CHN")``. Any other value is returned as it is."""
+    """A comma-separated string (from a CLI flag or a YAML scalar), or a list of such strings (``--cultures GBR,CHN
+    JPN``), as a tuple of the stripped, non-empty parts: ``"GBR, CHN"`` -> ``("GBR", "CHN")``. Any other value is
+    returned as it is."""
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return tuple(part for v in value for part in split_commas(v))
     return value
 
 

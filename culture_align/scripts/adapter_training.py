@@ -1,15 +1,16 @@
 """`culture-align train culturespa`, `culture-align train culturellm` and `culture-align train distribution` (also
 `examples/train_culturespa.py`, `examples/train_culturellm.py`, `examples/train_distribution.py`): culture adapters,
-joint or one per culture, from a YAML config and flags.
+joint or one per culture, from a flat YAML config (the TRL convention) and flags.
 
-Each reads the ``train:`` section of a YAML config: the fields of TRL's ``ModelConfig`` (model, LoRA: the recipe's
+Each reads one flat YAML file (``--config``) whose keys are its options (``--help`` lists them): the fields of TRL's
+``ModelConfig`` (model, LoRA: the recipe's
 reference values by default), of the recipe's config (:class:`~culture_align.trainers.CultureSPAConfig` or
 :class:`~culture_align.trainers.CultureLLMConfig`: all of ``SFTConfig`` plus ``mode``, ``culture_column``,
 ``cultures``) and ``dataset_path``. Command-line flags override the file::
 
-    culture-align train culturespa --config examples/configs/culturespa.yaml --mode specific
-    culture-align train distribution --config examples/configs/distribution.yaml --split runs/x/split.json
-    accelerate launch examples/train_culturellm.py --config examples/configs/culturellm.yaml --mode joint
+    culture-align train culturespa --config examples/configs/culturespa_train.yaml --mode specific
+    culture-align train distribution --config examples/configs/distribution_train.yaml --split runs/x/split.json
+    accelerate launch examples/train_culturellm.py --config examples/configs/culturellm_train.yaml --mode joint
 
 ``dataset_path`` is a recipe run's output folder (its ``dataset/`` is read), a dataset saved with
 ``save_to_disk``, a Parquet/JSON(L)/CSV file or a Hub dataset id, with ``messages`` and ``culture`` columns. In
@@ -23,13 +24,7 @@ from dataclasses import dataclass, field
 
 from ..embedded_models import DEFAULT_MODEL
 from .checks import check_training_args
-from .config import (
-    hold_out_split,
-    load_config_section,
-    load_training_dataset,
-    parse_dataclasses,
-    pop_config_flag,
-)
+from .config import hold_out_split, load_training_dataset, parse_command
 
 __all__ = ["AdapterTrainScriptArguments", "DistributionTrainScriptArguments", "train_culturellm_main",
            "train_culturespa_main", "train_distribution_main"]
@@ -107,13 +102,12 @@ def _train_main(recipe: str, argv: Sequence[str] | None) -> int:
 
     config_class, trainer_class = ADAPTER_TRAINERS["answer_distribution" if recipe == "distribution" else recipe]
     script_class = DistributionTrainScriptArguments if recipe == "distribution" else AdapterTrainScriptArguments
-    argv, config_path = pop_config_flag(argv)
     lora = config_class.reference_lora
     defaults = {"use_peft": True, "lora_r": lora["r"], "lora_alpha": lora["lora_alpha"],
                 "lora_dropout": lora["lora_dropout"], "lora_target_modules": [lora["target_modules"]],
-                "output_dir": f"runs/{recipe}-adapters", **load_config_section(config_path, "train")}
-    script_args, training_args, model_args = parse_dataclasses(
-        (script_class, config_class, ModelConfig), argv, defaults)
+                "output_dir": f"runs/{recipe}-adapters"}  # the recipe's: the config file and the flags come over them
+    script_args, training_args, model_args = parse_command(
+        (script_class, config_class, ModelConfig), argv, prog=f"culture-align train {recipe}", defaults=defaults)
     if not model_args.use_peft:
         raise ValueError("culture adapters are LoRA adapters: `use_peft` cannot be false")
     model_name = model_args.model_name_or_path or DEFAULT_MODEL

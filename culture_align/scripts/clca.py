@@ -1,24 +1,24 @@
-"""`culture-align generate clca` and `culture-align train clca` (also `examples/train_clca.py`).
+"""`culture-align generate clca` and `culture-align train clca` (also `examples/generate_clca.py`,
+`examples/train_clca.py`).
 
-``generate`` reads the ``generate:`` section of a YAML config::
+Each command reads one flat YAML file (``--config``; the TRL convention) whose keys are its options, and flags
+override the file (``--help`` lists them all, with their help). ``generate clca``: :class:`CLCAGenerateArguments`
+(the backends and the output folder) and every field of :class:`~culture_align.recipes.clca.CLCAPipelineConfig`::
 
-    generate:
-      teacher: {backend: transformers, model: smollm2-135m-instruct}   # or {backend: openai, base_url: ..., model: ...}
-      roleplay: null          # default: the teacher; judge / annotator likewise
-      output_dir: runs/clca-data
-      cultures: [GBR, CHN]
-      num_scenarios: 4
-      max_turns: 4
-      roleplay_params: {max_new_tokens: 160}
+    teacher: {backend: transformers, model: smollm2-135m-instruct}   # or {backend: openai, base_url: ..., model: ...}
+    output_dir: runs/clca-data
+    cultures: [GBR, CHN]
+    num_scenarios: 4
+    max_turns: 4
+    roleplay_params: {max_new_tokens: 160}   # applied over the recipe's default params
 
-``train`` reads the ``train:`` section: the fields of TRL's ``ModelConfig`` (model, LoRA), of
-:class:`~culture_align.trainers.CLCAConfig` (all of ``SFTConfig`` plus ``intent_loss_weight``, ``dialogue_loss_weight``, ``tasks``) and
-``dataset_path``. Command-line flags override the file.
+``train clca``: the fields of TRL's ``ModelConfig`` (model, LoRA), of :class:`~culture_align.trainers.CLCAConfig` (all
+of ``SFTConfig`` plus ``intent_loss_weight``, ``dialogue_loss_weight``, ``tasks``) and :class:`TrainScriptArguments`
+(``dataset_path``, ``eval_fraction``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,16 +27,21 @@ from typing import Any
 
 from ..embedded_models import DEFAULT_MODEL
 from .checks import check_backend_spec, check_output_dir, check_training_args
-from .config import (
-    dataclass_from_dict,
-    hold_out_split,
-    load_config_section,
-    load_training_dataset,
-    parse_dataclasses,
-    pop_config_flag,
-)
+from .config import dataclass_from_dict, hold_out_split, load_training_dataset, parse_command
 
-__all__ = ["generate_main", "train_main", "TrainScriptArguments", "pipeline_config_from_dict"]
+__all__ = ["generate_main", "train_main", "CLCAGenerateArguments", "TrainScriptArguments",
+           "pipeline_config_from_dict", "backend_spec"]
+
+BACKEND_HELP = ("a model for a local transformers backend (a Hub id, folder or embedded alias), or a backend "
+                "mapping {backend: transformers | openai | vllm, ...} (e.g. {backend: openai, base_url: "
+                "http://127.0.0.1:8000/v1, model: ...})")
+
+
+def backend_spec(value: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    """A backend option as ``backend_from_config`` takes it: a model name becomes a local transformers backend."""
+    if value is None or isinstance(value, dict):
+        return value
+    return {"backend": "transformers", "model": value}
 
 
 def pipeline_config_from_dict(values: dict[str, Any]):
@@ -46,49 +51,40 @@ def pipeline_config_from_dict(values: dict[str, Any]):
     return dataclass_from_dict(CLCAPipelineConfig, values, "CLCA pipeline")
 
 
+@dataclass
+class CLCAGenerateArguments:
+    """The backends and the output folder of ``culture-align generate clca``."""
+
+    teacher: Any = field(default=DEFAULT_MODEL, metadata={"json": True, "help": f"The teacher: {BACKEND_HELP}."})
+    roleplay: Any = field(default=None, metadata={"json": True, "help": "The role-play agents (default: the "
+                                                                        "teacher)."})
+    judge: Any = field(default=None, metadata={"json": True, "help": "The judge (default: the teacher)."})
+    annotator: Any = field(default=None, metadata={"json": True, "help": "The intent annotator (default: the "
+                                                                          "teacher)."})
+    output_dir: str = field(default="runs/clca-data", metadata={
+        "help": "Output folder (resumes when it exists). With num_shards > 1, each worker runs in "
+                "<output_dir>/shard-<index>-of-<N>, both numbers zero-padded to five digits (index 1 of 4: "
+                "shard-00001-of-00004; join them with `culture-align merge-shards`)."})
+
+
 def generate_main(argv: Sequence[str] | None = None) -> int:
-    """Run (or resume) the CLCA data pipeline from a YAML config; flags override it."""
-    parser = argparse.ArgumentParser(prog="culture-align generate clca", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML file with a `generate:` section")
-    parser.add_argument("--teacher", help="model for a transformers teacher (overrides the config)")
-    parser.add_argument("--output-dir", help="output folder (resumes when it exists)")
-    parser.add_argument("--cultures", help="comma-separated ISO3 codes")
-    parser.add_argument("--num-scenarios", type=int)
-    parser.add_argument("--max-turns", type=int)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--num-shards", type=int, help="split the seed scenarios over N workers (default 1)")
-    parser.add_argument("--shard-index", type=int, help="the shard this worker generates, in [0, N); it runs in "
-                        "<output-dir>/shard-<index>-of-<N>, both numbers zero-padded to five digits (index 1 of 4: "
-                        "shard-00001-of-00004; join them with `culture-align merge-shards`)")
-    args = parser.parse_args(argv)
-
+    """Run (or resume) the CLCA data pipeline from a flat YAML config; flags override it."""
     from ..backends.factory import backend_from_config
-    from ..recipes.clca import CLCAPipeline
+    from ..recipes.clca import CLCAPipeline, CLCAPipelineConfig
 
-    section = load_config_section(args.config, "generate")
-    teacher_spec = {"backend": "transformers", "model": args.teacher} if args.teacher else section.pop(
-        "teacher", {"backend": "transformers", "model": DEFAULT_MODEL})
-    section.pop("teacher", None)
-    output_dir = args.output_dir or section.pop("output_dir", "runs/clca-data")
-    section.pop("output_dir", None)
-    specs = {role: section.pop(role, None) for role in ("roleplay", "judge", "annotator")}
-    for flag, key in (("cultures", "cultures"), ("num_scenarios", "num_scenarios"), ("max_turns", "max_turns"),
-                      ("seed", "seed"), ("num_shards", "num_shards"), ("shard_index", "shard_index")):
-        if getattr(args, flag) is not None:
-            section[key] = getattr(args, flag)
-    config = pipeline_config_from_dict(section)
-    for role, spec in {"teacher": teacher_spec, **specs}.items():
+    args, config = parse_command((CLCAGenerateArguments, CLCAPipelineConfig), argv,
+                                 prog="culture-align generate clca", description=__doc__)
+    specs = {role: backend_spec(getattr(args, role)) for role in ("teacher", "roleplay", "judge", "annotator")}
+    for role, spec in specs.items():
         check_backend_spec(role, spec)
-    run_dir = Path(output_dir)
+    run_dir = Path(args.output_dir)
     if config.num_shards > 1:
         from ..recipes.sharding import shard_folder_name
 
         run_dir = run_dir / shard_folder_name(config.shard_index, config.num_shards)
     check_output_dir(run_dir, "output_dir")
-    teacher = backend_from_config(teacher_spec)
     built = {role: backend_from_config(spec) if spec else None for role, spec in specs.items()}
-    corpus = CLCAPipeline(teacher, roleplay=built["roleplay"], judge=built["judge"],
+    corpus = CLCAPipeline(built["teacher"], roleplay=built["roleplay"], judge=built["judge"],
                           annotator=built["annotator"], config=config).run(run_dir)
     stats = json.loads((run_dir / "stats.json").read_text())
     print(json.dumps(stats.get("counts", {}), indent=2))
@@ -96,7 +92,7 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
           f"{len(corpus['rejections'])} rejections -> {run_dir / 'dataset'}")
     if config.num_shards > 1:
         print(f"shard {config.shard_index} of {config.num_shards} done; once all are: culture-align merge-shards "
-              f"{Path(output_dir) / 'shard-*'} --out {output_dir}")
+              f"{Path(args.output_dir) / 'shard-*'} --out {args.output_dir}")
     return 0
 
 
@@ -114,16 +110,14 @@ class TrainScriptArguments:
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
-    """Train a CLCA adapter with :class:`CLCATrainer` from a YAML config (``train:`` section) and flags."""
+    """Train a CLCA adapter with :class:`CLCATrainer` from a flat YAML config and flags."""
     from trl import ModelConfig, get_peft_config
 
     from ..models import resolve_model_path
     from ..trainers import CLCAConfig, CLCATrainer, end_distributed_run
 
-    argv, config_path = pop_config_flag(argv)
-    defaults = load_config_section(config_path, "train")
-    script_args, training_args, model_args = parse_dataclasses(
-        (TrainScriptArguments, CLCAConfig, ModelConfig), argv, defaults)
+    script_args, training_args, model_args = parse_command(
+        (TrainScriptArguments, CLCAConfig, ModelConfig), argv, prog="culture-align train clca", description=__doc__)
     model_name = model_args.model_name_or_path or DEFAULT_MODEL
     check_training_args(training_args, script_args, model_name)
     model_path = resolve_model_path(model_name)

@@ -1,8 +1,22 @@
-"""YAML config + command-line flags -> dataclasses, the TRL way (flags override the file)."""
+"""Every command's options from dataclasses, the TRL way: one parser (:class:`CommandParser`, a ``TrlParser``) per
+command over its dataclasses, a flat YAML file per command (``--config FILE``: its keys are the dataclasses'
+field names), and command-line flags over the file. Each option's help text lives once, in its dataclass field.
+
+What the parser adds to TRL's: config values are converted and checked as their flags would be (a wrong type is an
+error naming the key, before any model is loaded), unknown keys are refused by name, a field whose default is a
+dataclass (``GenerationParams``, the CLCA drop rule) takes a mapping of its fields in the file (JSON on the command
+line) applied over that default, and a field marked ``{"json": True}`` (a backend: a model name, or a mapping such
+as ``{backend: openai, base_url: ..., model: ...}``) takes a string or a mapping.
+"""
 
 from __future__ import annotations
 
 import argparse
+import collections.abc
+import dataclasses
+import json
+import types
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,30 +24,19 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
+from trl import TrlParser
 
-from ..config_values import dataclass_from_dict
+from ..config_values import dataclass_from_dict, replace_from_dict
 
-__all__ = ["load_config_section", "parse_dataclasses", "dataclass_from_dict", "hold_out_split",
-           "load_training_dataset", "pop_config_flag"]
+__all__ = ["CommandParser", "parse_command", "read_config_file", "dataclass_from_dict", "hold_out_split",
+           "load_training_dataset"]
 
-
-def pop_config_flag(argv: Sequence[str] | None) -> tuple[list[str], str | None]:
-    """``argv`` without its ``--config FILE`` (or ``--config=FILE``), and that file (``None`` without one)."""
-    argv = list(argv or [])
-    for i, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            return argv[:i] + argv[i + 1:], arg.split("=", 1)[1]
-        if arg == "--config":
-            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-                raise ValueError("--config needs a file")
-            return argv[:i] + argv[i + 2:], argv[i + 1]
-    return argv, None
+SECTION_NAMES = ("generate", "train", "eval")
+"""Top-level keys of the sectioned configs of culture-align < 0.2, refused with a message saying what to do."""
 
 
-def load_config_section(path: str | Path | None, section: str) -> dict[str, Any]:
-    """The ``section`` mapping of a YAML file (or the whole file when it has no such top-level key)."""
-    if path is None:
-        return {}
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping of a flat YAML config file; errors name the file."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -41,28 +44,119 @@ def load_config_section(path: str | Path | None, section: str) -> dict[str, Any]
         raise ValueError(f"{path}: cannot read the config: {err}") from err
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config must be a mapping, got {type(data).__name__}")
-    section_data = data.get(section, data if not any(k in data for k in ("generate", "train", "eval")) else {})
-    if not isinstance(section_data, dict):
-        raise ValueError(f"{path}: section {section!r} must be a mapping")
-    return section_data
+    sections = [k for k in SECTION_NAMES if isinstance(data.get(k), dict)]
+    if sections:
+        raise ValueError(f"{path}: a config is one flat mapping per command (the TRL convention), not sections "
+                         f"({', '.join(sections)}:): move each section's keys to a file of its own, e.g. "
+                         "examples/configs/clca_generate.yaml and clca_train.yaml")
+    return data
 
 
-def parse_dataclasses(types: Sequence[type], argv: Sequence[str] | None, defaults: dict[str, Any]
-                      ) -> tuple[Any, ...]:
-    """Parse ``argv`` into ``types`` with ``defaults`` (from a config file) applied first.
+def _is_string_sequence(annotation: Any) -> bool:
+    """``Sequence[str]`` or ``Sequence[str] | None`` (HfArgumentParser knows ``list[str]`` only)."""
+    if isinstance(annotation, str):
+        annotation = annotation.replace(" ", "")
+        return annotation in ("Sequence[str]", "Sequence[str]|None")
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    return typing.get_origin(annotation) is collections.abc.Sequence and typing.get_args(annotation) == (str,)
 
-    Raises ``ValueError`` for config keys that no dataclass has.
+
+def _json_or_text(text: str) -> Any:
+    """A command-line value that may be a mapping: JSON when it starts with ``{``, else the string itself."""
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
+    return text
+
+
+def _field_default(field: dataclasses.Field) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
+
+
+def _nested_default(field: dataclasses.Field) -> Any:
+    """The dataclass instance a field defaults to (``GenerationParams``, a drop rule), or None."""
+    default = _field_default(field)
+    return default if dataclasses.is_dataclass(default) and not isinstance(default, type) else None
+
+
+def _nested_value(field: dataclasses.Field, value: Any) -> Any:
+    """A mapping given for a dataclass-valued field, applied over the field's default; other values as they are."""
+    default = _nested_default(field)
+    if default is None or not isinstance(value, dict):
+        return value
+    return replace_from_dict(default, value, "config", field.name)
+
+
+class CommandParser(TrlParser):
+    """``TrlParser`` over a command's dataclasses, with checked config values (see the module docstring).
+
+    Raises ``ValueError`` (never ``SystemExit``) for config-file problems: an unreadable or sectioned file, unknown
+    keys, values of the wrong type.
     """
-    parser = HfArgumentParser(list(types))
-    known = {action.dest for action in parser._actions}
-    unknown = sorted(set(defaults) - known)
-    if unknown:
-        raise ValueError(f"unknown config keys: {', '.join(unknown)}")
-    parser.set_defaults(**_typed_config_values(parser, defaults))
-    try:
-        return parser.parse_args_into_dataclasses(args=list(argv or []))
-    except TypeError as err:  # a value of the wrong type met by a config's own checks
-        raise ValueError(f"invalid settings: {err}") from err
+
+    def __init__(self, dataclass_types: Sequence[type], **kwargs: Any) -> None:
+        self._fields = {f.name: f for t in dataclass_types for f in dataclasses.fields(t) if f.init}
+        super().__init__(list(dataclass_types), **kwargs)
+
+    @staticmethod
+    def _parse_dataclass_field(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
+        nested = _nested_default(field)
+        options = [f"--{field.name}"] + ([f"--{field.name.replace('_', '-')}"] if "_" in field.name else [])
+        if _is_string_sequence(field.type):  # Sequence[str]: items, or comma-separated (the configs split them)
+            parser.add_argument(*options, *field.metadata.get("aliases", []), dest=field.name, nargs="+", type=str,
+                                default=_field_default(field), help=field.metadata.get("help"))
+            return
+        if nested is None and not field.metadata.get("json"):
+            return HfArgumentParser._parse_dataclass_field(parser, field)
+        what = "a mapping of its fields (JSON on the command line)" if nested is not None else \
+            "a name, or a mapping (JSON on the command line)"
+
+        def convert(text: str) -> Any:
+            try:
+                return _nested_value(field, _json_or_text(text))
+            except ValueError as err:
+                raise argparse.ArgumentTypeError(str(err)) from None
+
+        parser.add_argument(*options, *field.metadata.get("aliases", []), dest=field.name, type=convert,
+                            default=_field_default(field), help=f"{field.metadata.get('help', '')} [{what}]")
+
+    def parse_command(self, argv: Sequence[str] | None, defaults: dict[str, Any] | None = None) -> tuple[Any, ...]:
+        """The dataclasses from ``defaults`` (the command's own), then ``--config FILE``, then the flags."""
+        argv = list(argv or [])
+        values = dict(defaults or {})
+        for i, arg in enumerate(argv):
+            if arg == "--config" or arg.startswith("--config="):
+                path = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else None)
+                if not path or path.startswith("--"):
+                    raise ValueError("--config needs a file")
+                argv = argv[:i] + argv[i + (1 if "=" in arg else 2):]
+                values.update(read_config_file(path))
+                break
+        known = {action.dest for action in self._actions}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        typed = _typed_config_values(self, values)
+        self.set_defaults(**{key: _nested_value(self._fields[key], value) if key in self._fields else value
+                             for key, value in typed.items()})
+        try:
+            return self.parse_args_into_dataclasses(args=argv)
+        except TypeError as err:  # a value of the wrong type met by a config's own checks
+            raise ValueError(f"invalid settings: {err}") from err
+
+
+def parse_command(types: Sequence[type], argv: Sequence[str] | None, *, prog: str | None = None,
+                  description: str | None = None, defaults: dict[str, Any] | None = None) -> tuple[Any, ...]:
+    """Parse a command's ``argv`` (with ``--config FILE``) into instances of ``types`` (see :class:`CommandParser`)."""
+    parser = CommandParser(types, prog=prog, description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser.parse_command(argv, defaults)
 
 
 def _value_action(parser: argparse.ArgumentParser, dest: str) -> argparse.Action | None:

@@ -45,7 +45,7 @@ from ..cultures import get_culture
 from ..models import CULTURE_ADAPTERS_INDEX, TRAINING_INFO_NAME
 from ..recipes.storage import write_json_atomically
 from ..redaction import SecretFreePickleMixin
-from .culture_specific import train_culture_adapters
+from .culture_specific import is_complete_adapter, train_culture_adapters
 from .utils import (
     content_sha256,
     default_bf16,
@@ -162,12 +162,6 @@ class CultureAdapterConfig(SecretFreePickleMixin, SFTConfig):
     def default_peft_config(self) -> LoraConfig:
         """The LoRA configuration used when the trainer gets none: `reference_lora` for a causal LM."""
         return LoraConfig(task_type="CAUSAL_LM", **self.reference_lora)
-
-
-def is_complete_adapter(folder: str | os.PathLike) -> bool:
-    """Whether `folder` holds a finished culture adapter: its `training_info.json`, written last, exists."""
-    folder = Path(folder)
-    return (folder / TRAINING_INFO_NAME).is_file() and (folder / "adapter_config.json").is_file()
 
 
 class CultureAdapterTrainer(SFTTrainer):

@@ -18,21 +18,30 @@ training run of its own.
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 from transformers.utils import logging
 
+from ..models import TRAINING_INFO_NAME
+
 if TYPE_CHECKING:
     from .culture_adapters import CultureAdapterTrainer
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["train_culture_adapters", "culture_trainer"]
+__all__ = ["train_culture_adapters", "culture_trainer", "is_complete_adapter"]
 
 # Trainer arguments that cannot be shared by the cultures' trainers: each builds its own optimizer and schedule.
 _NOT_SHARED = ("optimizers", "optimizer_cls_and_kwargs", "model_init")
+
+
+def is_complete_adapter(folder: str | os.PathLike) -> bool:
+    """Whether `folder` holds a finished culture adapter: its `training_info.json`, written last, exists."""
+    folder = Path(folder)
+    return (folder / TRAINING_INFO_NAME).is_file() and (folder / "adapter_config.json").is_file()
 
 
 def culture_trainer(coordinator: CultureAdapterTrainer, culture: str) -> CultureAdapterTrainer:
@@ -60,8 +69,6 @@ def train_culture_adapters(coordinator: CultureAdapterTrainer, resume_from_check
         trained now. The coordinator's `state` then holds the summed steps and every culture's log history (each entry
         with its `culture`), and `adapter_info` the `training_info.json` record of every culture.
     """
-    from .culture_adapters import is_complete_adapter
-
     output_dir = Path(coordinator.args.output_dir)
     outputs: dict[str, TrainOutput] = {}
     for culture in coordinator.cultures:

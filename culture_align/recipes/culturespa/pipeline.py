@@ -73,7 +73,7 @@ class CultureSPAPipelineConfig:
     wvs_path: str | None = field(default=None, metadata={
         "help": "WVS source (folder, CSV, JSON, Parquet, or hf://owner/name for a Hub dataset) for the seed "
                 "items, the contamination guard and (variants) culture similarity and self-alignment examples. "
-                "None: the bundled catalog (questions only)."})
+                "None: the bundled catalog (questions only).", "aliases": ["--wvs"]})
     topics: Sequence[str] | None = field(default=None, metadata={
         "help": "WVS topic ids to generate for (None: all 13 that have seed items)."})
     questions_per_topic: int = field(default=1000, metadata={
