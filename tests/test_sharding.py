@@ -233,10 +233,10 @@ def test_cli_generate_shard_and_merge_shards(runs, tmp_path, tiny_model_dir, cap
     `merge-shards` joins folders. The tiny model cannot write a scenario in 8 tokens, so every scenario is
     rejected: only the wiring is checked here."""
     config = tmp_path / "clca.yaml"
-    config.write_text(yaml.safe_dump({"generate": {
+    config.write_text(yaml.safe_dump({
         "teacher": {"backend": "transformers", "model": str(tiny_model_dir), "device": "cpu"},
         "cultures": ["GBR"], "scenario_file": str(runs["seed_file"]), "num_scenarios": 3, "max_attempts": 1,
-        "show_progress": False, "scenario_params": {"max_new_tokens": 8}}}))
+        "show_progress": False, "scenario_params": {"max_new_tokens": 8}}))
     out = tmp_path / "run"
     assert cli_main(["generate", "clca", "--config", str(config), "--output-dir", str(out),
                      "--num-shards", "3", "--shard-index", "1"]) == 0
