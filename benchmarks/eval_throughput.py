@@ -91,6 +91,8 @@ def main() -> None:
     exact = [np.exp(s - s.max()) / np.exp(s - s.max()).sum() for s in exact_scores]
 
     params = GenerationParams(n=args.samples, temperature=1.0, max_new_tokens=8, seed=0)
+    # The evaluator's sampling mode: batch_size prompts' samples decoded together (batch_size x n rows)
+    backend = TransformersBackend.from_model(model, tok, batch_size=args.batch_size * args.samples)
     backend.generate(convs[:2], params)  # warm-up
     backend.clear_prefix_cache()
     t0 = time.perf_counter()

@@ -195,7 +195,9 @@ class WVSEvaluator:
                 raise TypeError(f"unknown evaluation option {key!r}")
             setattr(config, key, value)
         self.config = config.validate()
-        self.backend = as_backend(model, tokenizer, batch_size=config.batch_size)
+        # A local backend decodes `batch_size` prompts' samples together in sampling mode (batch_size x n rows)
+        rows = config.batch_size * (config.sampling.n if config.mode == "sampling" else 1)
+        self.backend = as_backend(model, tokenizer, batch_size=rows)
         self.model = getattr(self.backend, "model", None)
         """The local model (None behind a server or vLLM): culture adapters are switched on it."""
         if config.adapters and not hasattr(self.model, "set_adapter"):

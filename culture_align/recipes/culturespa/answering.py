@@ -129,7 +129,8 @@ class SurveyAnswerer:
                  cache: AnswerCache | str | os.PathLike | None = None, model_id: str | None = None) -> None:
         if mode not in ("logprob", "sampling"):
             raise ValueError(f"answer mode must be 'logprob' or 'sampling', got {mode!r}")
-        self.backend = as_backend(model, tokenizer, batch_size=batch_size)
+        # A local backend decodes `batch_size` prompts' samples together in sampling mode (batch_size x n rows)
+        self.backend = as_backend(model, tokenizer, batch_size=batch_size * (sampling.n if mode == "sampling" else 1))
         self.batch_size = int(batch_size)
         self.mode = mode
         self.sampling = sampling
