@@ -1,8 +1,10 @@
 """The dataset builders of the corpora: find them, run them, and write their output in Hub layout.
 
 The builders themselves live in the repository's top-level ``dataset_builders/`` folder, one module per corpus
-(``wvs``, ``clca_dialogues``, ``culturespa_qa``, ``culturellm_augmented``), each a
-:class:`datasets.GeneratorBasedBuilder` subclass of :class:`CorpusBuilder`. The wheel ships the folder as package
+(``wvs``, ``clca_dialogues``, ``culturespa_qa``, ``culturellm_augmented``, ``answer_distributions``): the corpora a
+recipe run folder holds are :class:`RunFolderBuilder` subclasses (``datasets.ArrowBasedBuilder``: the run's typed
+tables go to Parquet as Arrow tables, never row by row), the others :class:`CorpusBuilder` subclasses
+(``datasets.GeneratorBasedBuilder``); both share :class:`CorpusBase`. The wheel ships the folder as package
 data under ``culture_align/_dataset_builders`` (in a checkout that is a symlink to ``../dataset_builders``), so
 :func:`load_builder_class` finds them from a checkout or an installed package alike.
 
@@ -42,6 +44,7 @@ __all__ = [
     "BUILDER_NAMES",
     "CorpusCard",
     "CorpusConfig",
+    "CorpusBase",
     "CorpusBuilder",
     "RunTable",
     "RunFolderBuilder",
@@ -108,13 +111,13 @@ class CorpusConfig(datasets.BuilderConfig):
     source: str | None = None
 
 
-class CorpusBuilder(datasets.GeneratorBasedBuilder):
-    """Base of the corpus builders: a :class:`datasets.GeneratorBasedBuilder` that also describes itself for
-    its dataset card.
+class CorpusBase(datasets.DatasetBuilder):
+    """What every corpus builder declares for its dataset card and its source; the base of :class:`CorpusBuilder`
+    (row generators) and :class:`RunFolderBuilder` (a recipe run's Arrow tables).
 
     Subclasses set ``BUILDER_CONFIGS`` (one :class:`CorpusConfig` per published table), ``CARD`` (a
-    :class:`CorpusCard`) and implement ``_info``, ``_split_generators`` and ``_generate_examples`` as any
-    ``datasets`` builder; they may override :meth:`card_provenance` (how this copy of the data was made).
+    :class:`CorpusCard`) and implement ``_info`` and ``_split_generators`` as any ``datasets`` builder; they may
+    override :meth:`card_provenance` (how this copy of the data was made).
     """
 
     BUILDER_CONFIG_CLASS = CorpusConfig
@@ -162,6 +165,11 @@ class CorpusBuilder(datasets.GeneratorBasedBuilder):
             yield key, dict(row)
 
 
+class CorpusBuilder(CorpusBase, datasets.GeneratorBasedBuilder):
+    """A corpus made row by row from the user's source (the WVS builders): implement ``_generate_examples`` as any
+    :class:`datasets.GeneratorBasedBuilder`, with :meth:`keyed` for stable, checked keys."""
+
+
 CHAT_MESSAGE_FIELDS: Mapping[str, str] = {
     "messages": "The chat conversation: a list of messages.",
     "messages.role": "`system`, `user` or `assistant`.",
@@ -183,21 +191,22 @@ class RunTable:
     description: str
 
 
-class RunFolderBuilder(CorpusBuilder):
+class RunFolderBuilder(CorpusBase, datasets.ArrowBasedBuilder):
     """A builder over a recipe run folder: ``<run>/dataset`` (a ``DatasetDict`` saved with ``save_to_disk``)
     and ``<run>/stats.json`` (run statistics with the ``config``, ``models``, ``cultures`` and ``counts``).
 
     Each config is one split of the saved ``DatasetDict`` (a config per table, since tables differ in columns),
     published as the config's ``train`` split. Subclasses declare ``TABLES`` (``{split: RunTable}``, in config
     order); ``SPLIT_FEATURES`` (``{split: features}``) and ``BUILDER_CONFIGS`` (one :class:`CorpusConfig` per
-    table) are derived from it. The default config is ``train``. ``KEY_COLUMN`` gives each record's stable key
-    (repeats of the same id, as in rejection tables, get ``#2``, ``#3``... in table order).
+    table) are derived from it. The default config is ``train``. The saved table goes to Parquet as it is, in
+    Arrow record batches of :attr:`BATCH_ROWS` rows (``datasets.ArrowBasedBuilder``): the pipeline's typed columns
+    are never re-read row by row.
     """
 
     TABLES: Mapping[str, RunTable] = {}
     SPLIT_FEATURES: Mapping[str, datasets.Features] = {}
     DEFAULT_CONFIG_NAME = "train"
-    KEY_COLUMN = "id"
+    BATCH_ROWS = 10_000
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -253,15 +262,11 @@ class RunFolderBuilder(CorpusBuilder):
     def _split_generators(self, dl_manager) -> list[datasets.SplitGenerator]:
         return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"table": self.load_table()})]
 
-    def _generate_examples(self, table: datasets.Dataset) -> Iterator[tuple[str, dict[str, Any]]]:
-        occurrences: dict[str, int] = {}
-
-        def key_of(row: Mapping[str, Any]) -> str:
-            base = str(row[self.KEY_COLUMN])
-            occurrences[base] = occurrences.get(base, 0) + 1
-            return base if occurrences[base] == 1 else f"{base}#{occurrences[base]}"
-
-        yield from self.keyed(table, key_of, f"{self.source}/dataset/{self.config.name}")
+    def _generate_tables(self, table: datasets.Dataset) -> Iterator[tuple[int, Any]]:
+        """The saved table (already in the config's features) in Arrow record batches of :attr:`BATCH_ROWS`."""
+        arrow = table.with_format("arrow")
+        for index, start in enumerate(range(0, len(table), self.BATCH_ROWS)):
+            yield index, arrow[start: start + self.BATCH_ROWS]
 
     def card_provenance(self) -> str:
         return run_provenance(self.run_stats(), self.RECIPE)
@@ -309,8 +314,8 @@ def dataset_builders_path() -> Path:
                             "reinstall culture-align")
 
 
-def load_builder_class(name: str) -> type[CorpusBuilder]:
-    """The :class:`CorpusBuilder` subclass of corpus ``name`` (one of :data:`BUILDER_NAMES`).
+def load_builder_class(name: str) -> type[CorpusBase]:
+    """The builder class of corpus ``name`` (one of :data:`BUILDER_NAMES`; a :class:`CorpusBase` subclass).
 
     The module is imported from :func:`dataset_builders_path` as ``culture_align_dataset_builders.<name>``.
     """
@@ -328,10 +333,10 @@ def load_builder_class(name: str) -> type[CorpusBuilder]:
         except BaseException:
             del sys.modules[module_name]
             raise
-    found = [obj for obj in vars(module).values() if isinstance(obj, type) and issubclass(obj, CorpusBuilder)
+    found = [obj for obj in vars(module).values() if isinstance(obj, type) and issubclass(obj, CorpusBase)
              and obj.__module__ == module_name]
     if len(found) != 1:
-        raise ImportError(f"{module.__file__}: expected exactly one CorpusBuilder subclass, found {len(found)}")
+        raise ImportError(f"{module.__file__}: expected exactly one corpus builder class, found {len(found)}")
     return found[0]
 
 
@@ -351,7 +356,7 @@ class BuiltConfig:
 
 
 def build_corpus(
-    builder: str | type[CorpusBuilder],
+    builder: str | type[CorpusBase],
     source: str | os.PathLike,
     output_dir: str | os.PathLike,
     *,
@@ -364,7 +369,7 @@ def build_corpus(
     dataset card (validated with ``huggingface_hub``'s card classes).
 
     Args:
-        builder: A name in :data:`BUILDER_NAMES` or a :class:`CorpusBuilder` subclass.
+        builder: A name in :data:`BUILDER_NAMES` or a :class:`CorpusBase` subclass.
         source: The run folder (or WVS source) the builder reads.
         output_dir: Folder to write (created when missing). It must be empty or an earlier build (only a
             ``README.md`` card tagged ``culture-align`` and ``<config>/<split>-NNNNN-of-NNNNN.parquet``
@@ -474,7 +479,7 @@ def _check_output_folder(out: Path, configs: Sequence[str], overwrite: bool) -> 
     return False
 
 
-def _move_parquet(builder: CorpusBuilder, prepared: Path, out: Path, config: str) -> BuiltConfig:
+def _move_parquet(builder: CorpusBase, prepared: Path, out: Path, config: str) -> BuiltConfig:
     """Move the Parquet shards ``download_and_prepare`` wrote to ``out/<config>/<split>-K-of-N.parquet``."""
     result = BuiltConfig(info=builder.info)
     for split, split_info in builder.info.splits.items():

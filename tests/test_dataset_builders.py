@@ -17,7 +17,14 @@ import datasets
 import pytest
 from huggingface_hub import DatasetCard
 
-from culture_align.builders import BUILDER_NAMES, build_corpus, dataset_builders_path, load_builder_class
+from culture_align.builders import (
+    BUILDER_NAMES,
+    CorpusBase,
+    RunFolderBuilder,
+    build_corpus,
+    dataset_builders_path,
+    load_builder_class,
+)
 from culture_align.recipes.clca.schemas import (
     DIALOGUE_FEATURES,
     REJECTION_FEATURES,
@@ -126,7 +133,9 @@ def test_builders_are_found_and_declare_their_configs():
     assert dataset_builders_path().is_dir()
     for name in BUILDER_NAMES:
         cls = load_builder_class(name)
-        assert issubclass(cls, datasets.GeneratorBasedBuilder)
+        # a recipe run's tables go out as Arrow tables; the WVS corpora are made row by row
+        base = datasets.ArrowBasedBuilder if issubclass(cls, RunFolderBuilder) else datasets.GeneratorBasedBuilder
+        assert issubclass(cls, base) and issubclass(cls, CorpusBase), name
         assert cls.BUILDER_CONFIGS and all(c.description for c in cls.BUILDER_CONFIGS), name
         assert cls.CARD.license and cls.CARD.task_categories and cls.CARD.limitations
     with pytest.raises(ValueError, match="unknown dataset builder"):
@@ -197,10 +206,11 @@ def test_clca_builder_round_trip_card_and_keys(tmp_path):
         loaded = datasets.load_dataset(str(out), split, split="train")
         assert loaded.features == corpus[split].features
         assert loaded.to_list() == corpus[split].to_list()
-    # stable keys: the record id, repeats numbered in table order
+    # the run's Arrow table goes out as it is, in record batches (never row by row)
     builder = cls(config_name="rejections", source=str(run))
-    keys = [k for k, _ in builder._generate_examples(builder.load_table())]
-    assert keys == ["s9", "s9#2", "d7"]
+    builder.BATCH_ROWS = 2
+    batches = [t for _, t in builder._generate_tables(builder.load_table())]
+    assert [t.num_rows for t in batches] == [2, 1] and batches[0].column("id").to_pylist() == ["s9", "s9"]
 
     card = DatasetCard.load(out / "README.md")
     default = next(c for c in card.data.configs if c.get("default"))
