@@ -39,3 +39,16 @@ def test_specific_mode_refuses_a_checkpoint_path_when_configured(tmp_path):
                          resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
     assert CultureSPAConfig(str(tmp_path), use_cpu=True, bf16=False, mode="specific",
                             resume_from_checkpoint="true").resume_from_checkpoint is True
+
+
+def test_lora_defaults_are_in_the_saved_config_and_survive_a_conversion(tmp_path):
+    """`reference_lora` shows in `to_dict()` (what is logged and saved); another recipe's config converts cleanly."""
+    from culture_align.trainers import CultureLLMConfig, CultureSPAConfig
+    from culture_align.trainers.utils import trainer_config
+
+    spa = CultureSPAConfig(str(tmp_path / "a"), learning_rate=3e-4, report_to="none")
+    assert spa.to_dict()["reference_lora"] == CultureSPAConfig.reference_lora
+    assert spa.default_peft_config().r == CultureSPAConfig.reference_lora["r"]
+    llm = trainer_config("m", spa, CultureLLMConfig, "CultureLLM")
+    assert isinstance(llm, CultureLLMConfig) and llm.learning_rate == 3e-4
+    assert llm.to_dict()["reference_lora"] == CultureLLMConfig.reference_lora != CultureSPAConfig.reference_lora

@@ -163,6 +163,11 @@ class CultureAdapterConfig(SecretFreePickleMixin, SFTConfig):
         """The LoRA configuration used when the trainer gets none: `reference_lora` for a causal LM."""
         return LoraConfig(task_type="CAUSAL_LM", **self.reference_lora)
 
+    def to_dict(self) -> dict[str, Any]:
+        """TRL's `to_dict()` plus `reference_lora`, the LoRA values used without a `peft_config` (so the logged and
+        saved configuration shows them; the command line shows them as the `lora_*` defaults)."""
+        return {**super().to_dict(), "reference_lora": dict(self.reference_lora)}
+
 
 class CultureAdapterTrainer(SFTTrainer):
     """

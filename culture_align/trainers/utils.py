@@ -10,6 +10,7 @@ and the defaults the recipe configs resolve the way a user expects on the machin
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -58,7 +59,8 @@ def trainer_config(model, args: SFTConfig | None, config_class: type[SFTConfig],
         model_name = model if isinstance(model, str) else model.config._name_or_path
         return config_class(f"{str(model_name).rstrip('/').split('/')[-1]}-{name}")
     if not isinstance(args, config_class):
-        dict_args = args.to_dict()
+        names = {f.name for f in dataclasses.fields(config_class) if f.init}
+        dict_args = {k: v for k, v in args.to_dict().items() if k in names}  # not the read-only extras of a to_dict
         dict_args["hub_token"] = args.hub_token  # `to_dict` hides it
         return config_class(**dict_args)
     return args
