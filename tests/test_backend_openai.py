@@ -270,15 +270,18 @@ def test_score_estimates_missing_choices(monkeypatch):
         "question 1": logprobs_reply([("1", ln(0.5)), ("2", ln(0.02))]),
     }
     backend, _, _ = make_backend(LogprobsClient(answers))
-    scores = backend.score(chats(2), [["1", "2", "3", "10"], ["1", "2", "3"]])
+    scores = backend.score(chats(2), [["1", "2", "3", "4"], ["1", "2", "3"]])
     np.testing.assert_allclose(np.exp(scores[0]), np.array([0.5, 0.3, 0.05, 0.05]) / 0.9, rtol=0, atol=1e-12)
     np.testing.assert_allclose(np.exp(scores[1]), np.array([0.5, 0.02, 0.02]) / 0.54, rtol=0, atol=1e-12)
     assert backend.approximated_choices == 3
     assert len(warnings) == 2 and len(set(warnings)) == 1 and "estimated" in warnings[0]  # one message: logged once
 
-    # Nothing left and nothing listed: equal shares of nothing, i.e. uniform.
-    values, missing = oc.choice_log_probs_from_top_logprobs(["1", "2"], [("x", 0.0)])
-    assert missing == 2 and np.allclose(np.exp(values), [0.5, 0.5])
+    # No choice listed: nothing to read (an error, not a made-up uniform distribution); "1" vs "10": one first token
+    # cannot tell them apart
+    with pytest.raises(ValueError, match="none of the choices .* is among the listed first tokens"):
+        oc.choice_log_probs_from_top_logprobs(["1", "2"], [("x", 0.0)])
+    with pytest.raises(ValueError, match=r"\['1'\] begin\(s\) other choices"):
+        oc.choice_log_probs_from_top_logprobs(["1", "2", "10"], [("1", 0.0)])
     values, missing = oc.choice_log_probs_from_top_logprobs(["1", "2"], [("1", 0.0)])
     assert missing == 1 and values[0] == 0.0 and values[1] == -np.inf
 

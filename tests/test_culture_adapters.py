@@ -183,6 +183,38 @@ def test_specific_mode_loads_the_base_model_once(tiny_model_dir, tmp_path, monke
     assert {"eval_USA_loss", "eval_CHN_loss"} <= set(metrics) and metrics["eval_USA_loss"] != metrics["eval_CHN_loss"]
 
 
+def test_specific_mode_hands_its_callbacks_and_metrics_to_every_culture(tiny_model_dir, tmp_path):
+    """Each culture's own trainer gets the callbacks the coordinator holds when training starts (one added with
+    `add_callback` after construction included, never transformers' defaults twice) and never pushes on its own;
+    `optimizers` is refused, since every culture builds its own."""
+    from transformers import TrainerCallback
+
+    class CountSteps(TrainerCallback):
+        def __init__(self):
+            self.steps = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.steps.append((args.output_dir, state.global_step))
+
+    counter = CountSteps()
+    trainer = CultureSPATrainer(str(tiny_model_dir), args=_args(CultureSPAConfig, tmp_path, mode="specific"),
+                                train_dataset=Dataset.from_list(_records()))
+    trainer.add_callback(counter)
+    output = trainer.train()
+    assert len(counter.steps) == output.global_step == 6
+    assert {folder for folder, _ in counter.steps} == {str(tmp_path / "USA"), str(tmp_path / "CHN")}
+    from culture_align.trainers.culture_specific import culture_trainer
+
+    child = culture_trainer(trainer, "USA")
+    kinds = [type(c).__name__ for c in child.callback_handler.callbacks]
+    assert kinds.count("DefaultFlowCallback") == 1 and kinds.count("CountSteps") == 1
+    assert child.args.push_to_hub is False and child.args.output_dir == str(tmp_path / "USA")
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(ValueError, match="pass `optimizer_cls_and_kwargs`"):
+        CultureSPATrainer(str(tiny_model_dir), args=_args(CultureSPAConfig, tmp_path / "b", mode="specific"),
+                          train_dataset=Dataset.from_list(_records()), optimizers=(optimizer, None))
+
+
 def test_rerun_skips_finished_cultures_and_refuses_other_settings(specific_run, tiny_model_dir, tmp_path):
     out, trainer, _, _ = specific_run
     run = tmp_path / "run"

@@ -329,3 +329,10 @@ def test_evaluator_takes_any_backend(tiny_model_and_tokenizer, tiny_wvs):
         WVSEvaluator(_FixedAnswers(), None, tiny_wvs, adapters={"*": "x"})
     with pytest.raises(TypeError, match="not both"):
         WVSEvaluator(backend, tok, tiny_wvs)
+
+
+def test_the_removed_sampling_params_name_says_what_replaces_it():
+    import culture_align.evaluation as evaluation
+
+    with pytest.raises(AttributeError, match="GenerationParams .*num_samples is now n"):
+        evaluation.SamplingParams  # noqa: B018

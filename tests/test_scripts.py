@@ -44,7 +44,9 @@ def test_command_parser_takes_file_flags_and_nested_params(tmp_path):
     args, cfg = parse_command(types, [f"--config={config}", "--teacher", "smollm2-135m-instruct", "--cultures",
                                       "USA,DEU", "JPN", "--roleplay-params", '{"temperature": 0.2}'])
     assert args.teacher == "smollm2-135m-instruct" and cfg.cultures == ("USA", "DEU", "JPN")
-    assert cfg.roleplay_params.temperature == 0.2 and cfg.roleplay_params.max_new_tokens == 500  # flag over default
+    assert cfg.roleplay_params.temperature == 0.2 and cfg.roleplay_params.max_new_tokens == 64  # flag over the file
+    _, cfg = parse_command(types, ["--roleplay_params", '{"temperature": 0.2}'])
+    assert cfg.roleplay_params.temperature == 0.2 and cfg.roleplay_params.max_new_tokens == 500  # over the default
     config.write_text("turns: 2\n")
     with pytest.raises(ValueError, match="unknown config keys: turns"):
         parse_command(types, ["--config", str(config)])
@@ -116,3 +118,39 @@ def test_train_clca_saves_an_adapter(tmp_path, tiny_model_dir):
     out = tmp_path / "adapter"
     assert main(["train", "clca", "--config", str(config), "--output_dir", str(out)]) == 0
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("recipe", ["clca", "culturespa", "culturellm", "distribution"])
+def test_every_example_config_parses_with_its_command(recipe, monkeypatch):
+    """The example configs are what the README tells users to run: every key is an option of its command."""
+    from pathlib import Path
+
+    from trl import ModelConfig
+
+    from culture_align.scripts import adapter_training, clca, culturellm, culturespa
+    from culture_align.trainers import ADAPTER_TRAINERS, CLCAConfig
+
+    configs = Path(__file__).parents[1] / "examples" / "configs"
+    generate = {"clca": (clca.CLCAGenerateArguments, "culture_align.recipes.clca:CLCAPipelineConfig"),
+                "culturespa": (culturespa.CultureSPAGenerateArguments,
+                               "culture_align.recipes.culturespa:CultureSPAPipelineConfig"),
+                "culturellm": (culturellm.CultureLLMGenerateArguments,
+                               "culture_align.recipes.culturellm:CultureLLMPipelineConfig")}
+    if recipe in generate:
+        import importlib
+
+        arguments, target = generate[recipe]
+        module, name = target.split(":")
+        args, config = parse_command((arguments, getattr(importlib.import_module(module), name)),
+                                     ["--config", str(configs / f"{recipe}_generate.yaml")])
+        assert args.output_dir.startswith("runs/") and config.seed == 0
+    if recipe == "clca":
+        types = (clca.TrainScriptArguments, CLCAConfig, ModelConfig)
+    else:
+        config_class = ADAPTER_TRAINERS["answer_distribution" if recipe == "distribution" else recipe][0]
+        script = (adapter_training.DistributionTrainScriptArguments if recipe == "distribution"
+                  else adapter_training.AdapterTrainScriptArguments)
+        types = (script, config_class, ModelConfig)
+    _, training, model = parse_command(types, ["--config", str(configs / f"{recipe}_train.yaml"), "--bf16", "false",
+                                               "--use_cpu", "true"])
+    assert training.output_dir.startswith("runs/") and model.model_name_or_path == "smollm2-135m-instruct"

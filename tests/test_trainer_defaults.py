@@ -52,3 +52,22 @@ def test_lora_defaults_are_in_the_saved_config_and_survive_a_conversion(tmp_path
     llm = trainer_config("m", spa, CultureLLMConfig, "CultureLLM")
     assert isinstance(llm, CultureLLMConfig) and llm.learning_rate == 3e-4
     assert llm.to_dict()["reference_lora"] == CultureLLMConfig.reference_lora != CultureSPAConfig.reference_lora
+
+
+def test_a_plain_sft_config_converts_with_its_raw_token_fields(tmp_path):
+    """`to_dict()` masks every `*_token` field; the conversion reads the raw values (eos/pad tokens, the Hub token)."""
+    from trl import SFTConfig
+
+    from culture_align.trainers.utils import trainer_config
+
+    plain = SFTConfig(str(tmp_path), report_to="none", use_cpu=True, bf16=False, hub_token="hf_secret", max_steps=3)
+    converted = trainer_config("m", plain, CultureSPAConfig, "CultureSPA")
+    assert isinstance(converted, CultureSPAConfig) and converted.max_steps == 3
+    assert converted.eos_token == plain.eos_token and converted.pad_token == plain.pad_token
+    assert converted.hub_token == "hf_secret"
+
+
+def test_specific_mode_refuses_settings_it_cannot_honour(tmp_path):
+    with pytest.raises(ValueError, match="`load_best_model_at_end` is not supported in specific mode"):
+        CultureSPAConfig(str(tmp_path), use_cpu=True, bf16=False, mode="specific", load_best_model_at_end=True,
+                         eval_strategy="steps", save_strategy="steps")

@@ -177,9 +177,14 @@ def choice_log_probs_from_top_logprobs(choices: Sequence[str],
     match choice ``"1"``; the highest log-probability is kept when several match). A choice that is not listed
     (outside the top ``k``, or not a single token) is *missing*: the missing choices share the probability the
     listed tokens leave, ``1 - sum(listed probabilities)``, equally, each capped at the smallest listed probability
-    (a missing choice never outranks a listed token). The choice probabilities are then renormalised to sum to 1
-    (uniform if they are all 0). When every choice is listed this is exactly the softmax of their log-probabilities,
-    i.e. the distribution of a decoder constrained to write one of them.
+    (a missing choice never outranks a listed token). The choice probabilities are then renormalised to sum to 1.
+    When every choice is listed this is exactly the softmax of their log-probabilities, i.e. the distribution of a
+    decoder constrained to write one of them.
+
+    Raises:
+        ValueError: a choice begins another (``"1"`` and ``"10"``: one first token cannot tell them apart), or no
+            choice is listed at all (the model started its answer otherwise: nothing to read, rather than a
+            made-up uniform distribution).
 
     Args:
         choices: The answer strings.
@@ -191,6 +196,12 @@ def choice_log_probs_from_top_logprobs(choices: Sequence[str],
     """
     if not listed:
         raise ValueError("no listed tokens to read choice probabilities from")
+    stripped = [c.strip() for c in choices]
+    clashing = sorted({a for a in stripped for b in stripped if a != b and b.startswith(a)})
+    if clashing:
+        raise ValueError(f"choices {list(choices)}: {clashing} begin(s) other choices, so the first answer token "
+                         "cannot tell them apart; score them with a backend that reads whole sequences (transformers, "
+                         "vLLM), or use sampling mode")
     probs = [math.exp(float(logprob)) for _, logprob in listed]
     left = max(0.0, 1.0 - sum(probs))
     found: list[float | None] = []
@@ -198,11 +209,12 @@ def choice_log_probs_from_top_logprobs(choices: Sequence[str],
         matches = [p for (token, _), p in zip(listed, probs) if str(token).strip() == choice.strip()]
         found.append(max(matches) if matches else None)
     missing = sum(p is None for p in found)
+    if missing == len(choices):
+        raise ValueError(f"none of the choices {list(choices)} is among the listed first tokens "
+                         f"{[token for token, _ in listed]}: the model did not start its answer with one")
     share = min(left / missing, min(probs)) if missing else 0.0
     values = np.array([share if p is None else p for p in found], dtype=np.float64)
     total = values.sum()
-    if total <= 0:
-        return np.full(len(choices), -math.log(len(choices))), missing
     with np.errstate(divide="ignore"):
         return np.log(values / total), missing
 

@@ -26,3 +26,12 @@ __all__ = [
     "plot_kl_bars",
     "scored_items",
 ]
+
+
+def __getattr__(name: str):
+    if name == "SamplingParams":  # removed in the redesign of #14: say what replaces it
+        raise AttributeError("culture_align.evaluation.SamplingParams is gone: sampling mode takes the backends' "
+                             "GenerationParams (from culture_align.backends import GenerationParams; num_samples is "
+                             "now n), e.g. EvaluationConfig(mode='sampling', sampling=GenerationParams(n=10, "
+                             "temperature=1.0, max_new_tokens=8))")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -55,7 +55,7 @@ class EvaluationConfig:
         exclude_items: Item ids never scored, e.g. the items a model was trained on.
         batch_size: Prompts per forward pass (default 16).
         num_personas: Respondents sampled per culture in the ``persona`` setting (default 50).
-        seed: Seed for persona sampling, sampling mode and reference draws (default 0).
+        seed: Seed for persona sampling and reference draws (default 0); sampling mode's is ``sampling.seed``.
         sampling: Generation parameters of ``mode="sampling"`` (default :data:`DEFAULT_SAMPLING`: ``n=10`` answers
             per prompt, temperature 1.0, top-p 1.0, 8 new tokens, seed 0).
         adapters: ``{ISO3: adapter name}``: activate that PEFT adapter while scoring the culture

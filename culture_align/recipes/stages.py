@@ -219,8 +219,8 @@ def params_provenance(params: GenerationParams) -> dict[str, Any]:
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A pipeline config dataclass as a JSON-serialisable dict, field by field (the ``config`` of ``stats.json``).
 
-    :class:`GenerationParams` become :func:`params_provenance` dicts (no JSON schema), other dataclasses
-    (``GenerationParams``, ...) ``dataclasses.asdict`` dicts, tuples lists; other values are kept as they are.
+    :class:`GenerationParams` become :func:`params_provenance` dicts (no JSON schema), other dataclasses (a drop
+    rule, ...) ``dataclasses.asdict`` dicts, tuples lists; other values are kept as they are.
     """
     return {f.name: _plain_value(getattr(config, f.name)) for f in dataclasses.fields(config)}
 

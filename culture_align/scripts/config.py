@@ -85,9 +85,10 @@ def _nested_default(field: dataclasses.Field) -> Any:
     return default if dataclasses.is_dataclass(default) and not isinstance(default, type) else None
 
 
-def _nested_value(field: dataclasses.Field, value: Any) -> Any:
-    """A mapping given for a dataclass-valued field, applied over the field's default; other values as they are."""
-    default = _nested_default(field)
+def _nested_value(field: dataclasses.Field, value: Any, base: Any = None) -> Any:
+    """A mapping given for a dataclass-valued field, applied over ``base`` (what the config file set) or else the
+    field's default; other values as they are."""
+    default = base if dataclasses.is_dataclass(base) and not isinstance(base, type) else _nested_default(field)
     if default is None or not isinstance(value, dict):
         return value
     return replace_from_dict(default, value, "config", field.name)
@@ -117,14 +118,14 @@ class CommandParser(TrlParser):
         what = "a mapping of its fields (JSON on the command line)" if nested is not None else \
             "a name, or a mapping (JSON on the command line)"
 
-        def convert(text: str) -> Any:
+        def convert(text: str) -> Any:  # a flag's mapping goes over what the config file set (the action's default)
             try:
-                return _nested_value(field, _json_or_text(text))
+                return _nested_value(field, _json_or_text(text), action.default)
             except ValueError as err:
                 raise argparse.ArgumentTypeError(str(err)) from None
 
-        parser.add_argument(*options, *field.metadata.get("aliases", []), dest=field.name, type=convert,
-                            default=_field_default(field), help=f"{field.metadata.get('help', '')} [{what}]")
+        action = parser.add_argument(*options, *field.metadata.get("aliases", []), dest=field.name, type=convert,
+                                     default=_field_default(field), help=f"{field.metadata.get('help', '')} [{what}]")
 
     def parse_command(self, argv: Sequence[str] | None, defaults: dict[str, Any] | None = None) -> tuple[Any, ...]:
         """The dataclasses from ``defaults`` (the command's own), then ``--config FILE``, then the flags."""

@@ -143,6 +143,10 @@ class CultureAdapterConfig(SecretFreePickleMixin, SFTConfig):
         if self.mode == "specific" and isinstance(self.resume_from_checkpoint, str):
             raise ValueError("In specific mode `resume_from_checkpoint` is true or false, not a path: each culture "
                              "resumes from the last checkpoint in <output_dir>/<ISO3>/.")
+        if self.mode == "specific" and self.load_best_model_at_end:
+            raise ValueError("`load_best_model_at_end` is not supported in specific mode (each culture's checkpoints "
+                             "hold its adapter under <checkpoint>/<ISO3>/, where Trainer does not look for the best "
+                             "model); train the cultures one by one in joint mode with `cultures=[ISO3]` instead.")
         if self.bf16 is None:
             self.bf16 = default_bf16(self.fp16, self.use_cpu)
         if isinstance(self.cultures, str):  # one culture, or a comma-separated list, from a flag or a YAML scalar
@@ -213,8 +217,9 @@ class CultureAdapterTrainer(SFTTrainer):
             adapter only, as `<checkpoint>/<ISO3>/`).
         **kwargs:
             Passed on to [`~trl.SFTTrainer`] (`data_collator`, `callbacks`, `optimizers`, ...); in specific mode to
-            every culture's trainer, except `optimizers` (each culture builds its own); `formatting_func` is not
-            supported.
+            every culture's trainer (with the callbacks and metrics functions the trainer holds when training starts),
+            and `optimizers` is refused (each culture builds its own: use `optimizer_cls_and_kwargs`);
+            `formatting_func` is not supported.
 
     Attributes:
         cultures (`list[str]`): The cultures trained on (ISO3, sorted), from the dataset and `args.cultures`.
@@ -245,6 +250,9 @@ class CultureAdapterTrainer(SFTTrainer):
             raise ValueError(f"{type(self).__name__} does not support `formatting_func`; records are chat messages.")
         if train_dataset is None:
             raise ValueError(f"{type(self).__name__} needs a `train_dataset`.")
+        if args.mode == "specific" and kwargs.get("optimizers", (None, None)) != (None, None):
+            raise ValueError("Specific mode trains one adapter after the other, each with an optimizer of its own: pass "
+                             "`optimizer_cls_and_kwargs` (shared by the cultures) instead of `optimizers`.")
         if args.mode == "specific" and not isinstance(train_dataset, Dataset):
             raise ValueError("Specific mode splits the records by culture and needs a map-style `datasets.Dataset`, "
                              f"got {type(train_dataset).__name__}.")

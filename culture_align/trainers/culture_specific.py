@@ -34,8 +34,8 @@ logger = logging.get_logger(__name__)
 
 __all__ = ["train_culture_adapters", "culture_trainer", "is_complete_adapter"]
 
-# Trainer arguments that cannot be shared by the cultures' trainers: each builds its own optimizer and schedule.
-_NOT_SHARED = ("optimizers", "optimizer_cls_and_kwargs", "model_init")
+# Set on each culture's trainer from the coordinator as it is when training starts (not as it was constructed)
+_FROM_COORDINATOR = ("callbacks", "compute_metrics", "preprocess_logits_for_metrics", "optimizers")
 
 
 def is_complete_adapter(folder: str | os.PathLike) -> bool:
@@ -48,16 +48,26 @@ def culture_trainer(coordinator: CultureAdapterTrainer, culture: str) -> Culture
     """A new trainer of the coordinator's class that trains the (active) adapter `culture` of its `PeftModel`.
 
     It gets the culture's tokenised rows (training and, when given, evaluation), the coordinator's arguments with
-    `output_dir=<output_dir>/<ISO3>` and joint mode, its tokenizer, collator, callbacks and metrics; packing happens
-    in the new trainer, as TRL does it.
+    `output_dir=<output_dir>/<ISO3>`, joint mode and no Hub push (the coordinator pushes the whole folder), its
+    tokenizer, collator, `optimizer_cls_and_kwargs`, and the callbacks and metrics functions the coordinator holds
+    now (callbacks added with `add_callback` included; transformers adds its default and reporting callbacks
+    itself); packing happens in the new trainer, as TRL does it.
     """
+    from transformers.integrations import get_reporting_integration_callbacks
+    from transformers.trainer_callback import DefaultFlowCallback, PrinterCallback, ProgressCallback
+
     args = copy.copy(coordinator.args)
     args.output_dir = str(Path(coordinator.args.output_dir) / culture)
-    args.mode, args.cultures, args.resume_from_checkpoint = "joint", None, None
-    kwargs = {k: v for k, v in coordinator._trainer_kwargs.items() if k not in _NOT_SHARED}
+    args.mode, args.cultures, args.resume_from_checkpoint, args.push_to_hub = "joint", None, None, False
+    defaults = (DefaultFlowCallback, PrinterCallback, ProgressCallback,
+                *get_reporting_integration_callbacks(coordinator.args.report_to))
+    callbacks = [c for c in coordinator.callback_handler.callbacks if not isinstance(c, defaults)]
+    kwargs = {k: v for k, v in coordinator._trainer_kwargs.items() if k not in _FROM_COORDINATOR}
     return type(coordinator)(coordinator.peft_model, args=args, train_dataset=coordinator._culture_split("train", culture),
                              eval_dataset=coordinator._culture_split("eval", culture),
-                             processing_class=coordinator.processing_class, culture_adapter=culture, **kwargs)
+                             processing_class=coordinator.processing_class, culture_adapter=culture,
+                             callbacks=callbacks, compute_metrics=coordinator.compute_metrics,
+                             preprocess_logits_for_metrics=coordinator.preprocess_logits_for_metrics, **kwargs)
 
 
 def train_culture_adapters(coordinator: CultureAdapterTrainer, resume_from_checkpoint: bool = False,

@@ -57,7 +57,7 @@ class CultureSPAConfig(CultureAdapterConfig):
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
     warmup_steps: float = field(
         default=0.1,
-        metadata={"help": "Warm-up steps; a value below 1 is a share of the training steps (0.1 = 10%)."},
+        metadata={"help": "Warm-up steps; a value below 1 is a share of the training steps (0.1: a tenth of them)."},
     )
     num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over each adapter's records."})
 

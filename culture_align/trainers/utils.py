@@ -53,16 +53,17 @@ def trainer_config(model, args: SFTConfig | None, config_class: type[SFTConfig],
     """The `args` a trainer runs with, as in [`~trl.SFTTrainer`]: an instance of `config_class`.
 
     `None` gives `config_class("<model name>-<name>")` (the last part of the model's id or path; `model` is an id,
-    a path or a loaded model); an `SFTConfig` of another class is converted, its `hub_token` included.
+    a path or a loaded model); an `SFTConfig` of another class is converted field by field (the fields
+    `config_class` has, with their raw values: `hub_token`, `eos_token` and `pad_token` included).
     """
     if args is None:
         model_name = model if isinstance(model, str) else model.config._name_or_path
         return config_class(f"{str(model_name).rstrip('/').split('/')[-1]}-{name}")
     if not isinstance(args, config_class):
+        # The raw field values: `to_dict()` masks every `*_token` field (`eos_token`, `hub_token`, ...)
         names = {f.name for f in dataclasses.fields(config_class) if f.init}
-        dict_args = {k: v for k, v in args.to_dict().items() if k in names}  # not the read-only extras of a to_dict
-        dict_args["hub_token"] = args.hub_token  # `to_dict` hides it
-        return config_class(**dict_args)
+        return config_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(args)
+                                if f.init and f.name in names})
     return args
 
 
