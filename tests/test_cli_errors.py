@@ -321,3 +321,14 @@ def test_train_data_is_checked_before_the_model_and_never_fetched_from_the_hub(t
     assert "no column messages" in capsys.readouterr().err
     assert main(["train", "clca", "--dataset_path", "someone/corpus", "--output_dir", str(tmp_path / "o2")]) == 2
     assert "hf://owner/name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command,recipe", [("generate", "clca"), ("generate", "culturespa"), ("generate", "culturellm"),
+                                            ("train", "clca"), ("train", "culturespa"), ("train", "culturellm"),
+                                            ("train", "distribution")])
+def test_every_command_help_lists_its_options_from_the_dataclasses(command, recipe, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, recipe, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert ("--output_dir" in out) and ("--seed" in out), out[:500]
