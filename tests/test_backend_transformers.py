@@ -469,3 +469,21 @@ def test_preallocated_cache_selects_rows_and_grows_as_one_buffer():
     assert cache.buffer.shape[4] == 8 and cache.get_seq_length() == 6
     assert torch.equal(cache.layers[1].keys[:, :, :3], buffer[1, 0][[2, 0], :, :3])
     assert torch.equal(cache.layers[1].keys[:, :, 3:], new) and torch.equal(cache.layers[0].values[:, :, 3:], -new)
+
+
+def test_a_model_in_training_scores_and_generates_in_eval_mode_and_keeps_its_mode(tiny_model_and_tokenizer):
+    """No dropout while scoring or sampling, and a model being trained (evaluated from a callback) stays in training
+    mode afterwards."""
+    model, tok = tiny_model_and_tokenizer
+    seen = []
+    handle = model.register_forward_hook(lambda module, args, out: seen.append(module.training))
+    try:
+        model.train()
+        backend = TransformersBackend.from_model(model, tok, model_id="tiny")
+        assert model.training  # wrapping it changes nothing
+        backend.score(CONVS[:2], [["1", "2"], ["1", "2"]])
+        backend.generate(CONVS[:2], GenerationParams(max_new_tokens=3, temperature=0))
+        assert seen and not any(seen) and model.training
+    finally:
+        handle.remove()
+        model.eval()

@@ -46,8 +46,9 @@ compiled from the schema (once per schema), with one ``GrammarMatcher`` per row.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -72,7 +73,7 @@ except Exception:  # pragma: no cover - depends on the environment
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["ContinuousBatchingDecoder", "VERIFIED_TRANSFORMERS", "request_seed"]
+__all__ = ["ContinuousBatchingDecoder", "VERIFIED_TRANSFORMERS", "eval_mode", "request_seed"]
 
 VERIFIED_TRANSFORMERS = ("5.14", "5.24")
 """The oldest and newest transformers minor versions this engine was verified against (its tests and
@@ -93,6 +94,19 @@ def check_transformers_version() -> bool:
     logger.warning_once(f"culture-align's decoder was verified with transformers {low}-{high}.x, not "
                         f"{installed}: check `pytest tests/test_backend_transformers.py` before relying on it")
     return False
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """``model`` in eval mode inside the block (no dropout), its own mode restored after: a model that is being
+    trained and is evaluated or sampled from in between (a callback) goes on training in training mode."""
+    training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        if training:
+            model.train()
 
 
 def request_seed(model_id: str, conversation: Conversation, params: GenerationParams, sample_index: int) -> int:
@@ -199,6 +213,10 @@ class ContinuousBatchingDecoder:
         Models whose KV cannot be moved between batches (sliding-window layers) admit jobs only into an empty
         batch.
         """
+        with eval_mode(self.model):
+            self._schedule_in_eval_mode(jobs, finished)
+
+    def _schedule_in_eval_mode(self, jobs: list[_Job], finished: Callable[[_Job, str], list[_Job]]) -> None:
         self._invalidate_stale_prefixes()
         waiting = deque(jobs)
         live: _LiveBatch | None = None

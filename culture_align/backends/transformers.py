@@ -28,7 +28,14 @@ from .base import (
     GenerationStats,
     OnCompletion,
 )
-from .decoder import ContinuousBatchingDecoder, _Job, check_transformers_version, request_seed, xgrammar
+from .decoder import (
+    ContinuousBatchingDecoder,
+    _Job,
+    check_transformers_version,
+    eval_mode,
+    request_seed,
+    xgrammar,
+)
 from .kv_cache import PrefixKVCache, kv_layout, supports_kv_reuse
 from .option_scoring import OptionScorer
 
@@ -122,7 +129,7 @@ class TransformersBackend(ContinuousBatchingDecoder, GenerationBackend):
             raise ValueError(f"admit_ratio and max_waiting_steps must be >= 0, got {admit_ratio}, {max_waiting_steps}")
         self.admit_ratio = float(admit_ratio)
         self.max_waiting_steps = int(max_waiting_steps)
-        self.model = model.eval()
+        self.model = model  # put in eval mode for each call only (eval_mode): the caller's model keeps its mode
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.batch_size = int(batch_size)
@@ -216,7 +223,8 @@ class TransformersBackend(ContinuousBatchingDecoder, GenerationBackend):
         """Exact constrained option log-probabilities in batched forward passes
         (:meth:`OptionScorer.score <culture_align.backends.option_scoring.OptionScorer.score>`): the model is
         consulted only where legal answers branch; the prompts' shared prefix is computed once."""
-        return self.option_scorer.score(conversations, choices, progress=progress)
+        with eval_mode(self.model):
+            return self.option_scorer.score(conversations, choices, progress=progress)
 
     def stop_token_ids(self) -> list[int]:
         """Tokens that end a completion: EOS of tokenizer and generation config, and the template's end of turn."""
