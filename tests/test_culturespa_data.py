@@ -449,6 +449,33 @@ def test_pipeline_end_to_end_and_resume(tiny_model_and_tokenizer, tiny_wvs, embe
     assert again["train"].to_list() == corpus["train"].to_list()
 
 
+def test_sampling_answers_decode_every_sample_of_a_batch_together(tiny_model_and_tokenizer, tiny_wvs, embedder,
+                                                                  tmp_path, monkeypatch):
+    """With n samples per answer, the pipeline's own model answers batch_size prompts' samples in one batch
+    (batch_size x n rows), as the evaluator does; a backend the user gives keeps its own batch size."""
+    from culture_align.recipes.culturespa import pipeline as pipeline_module
+
+    rows = []
+    original = pipeline_module.SurveyAnswerer
+
+    def recording(backend, *args, **kwargs):
+        rows.append(backend.batch_size)
+        return original(backend, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "SurveyAnswerer", recording)
+    model, tok = tiny_model_and_tokenizer
+    config = CultureSPAPipelineConfig(topics=["social_values"], questions_per_topic=2, requests_per_round=2,
+                                      batch_size=4, show_progress=False, answer_mode="sampling",
+                                      answer_sampling=GenerationParams(n=3, temperature=0.6, max_new_tokens=2))
+    script = {"Social values, attitudes and stereotypes": SOCIAL_SCRIPT}
+    CultureSPAPipeline(model, ["USA"], config, tokenizer=tok, question_backend=ScriptedBackend(script), wvs=tiny_wvs,
+                       embedder=embedder).run(tmp_path / "own")
+    given = TransformersBackend.from_model(model, tok, batch_size=5)
+    CultureSPAPipeline(given, ["USA"], config, question_backend=ScriptedBackend(script), wvs=tiny_wvs,
+                       embedder=embedder).run(tmp_path / "given")
+    assert rows == [12, 5]
+
+
 def test_generate_culturespa_cli_on_the_tiny_model(tmp_path, tiny_model_dir, capsys):
     config = tmp_path / "spa.yaml"
     out = tmp_path / "out"

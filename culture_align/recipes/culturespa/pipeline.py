@@ -171,6 +171,7 @@ class CultureSPAPipeline:
         self.cultures = resolve_cultures(cultures if cultures is not None else cfg.cultures)
         if not self.cultures:
             raise ValueError("no cultures given")
+        self._owns_backend = not isinstance(model, GenerationBackend)
         if isinstance(model, GenerationBackend):
             self.backend = model
         elif isinstance(model, PreTrainedModel):
@@ -240,7 +241,13 @@ class CultureSPAPipeline:
         # 2. answers
         start = time.perf_counter()
         answer_cache = AnswerCache(out / "answers_cache.jsonl") if cfg.cache_answers else None
-        answerer = SurveyAnswerer(self.backend, mode=cfg.answer_mode, sampling=cfg.answer_sampling,
+        answer_backend = self.backend
+        if self._owns_backend and cfg.answer_mode == "sampling" and cfg.answer_sampling.n > 1:
+            # as the evaluator does: batch_size prompts' samples decoded together (batch_size x n rows)
+            answer_backend = TransformersBackend.from_model(
+                self.backend.model, self.backend.tokenizer, model_id=self.model_id,
+                batch_size=cfg.batch_size * cfg.answer_sampling.n)
+        answerer = SurveyAnswerer(answer_backend, mode=cfg.answer_mode, sampling=cfg.answer_sampling,
                                   batch_size=cfg.batch_size, cache=answer_cache, model_id=self.model_id)
         answers = answer_questions(questions.dataset, self.cultures, answerer, variant=cfg.answer_variant,
                                    similarity=self._similarity(), wvs=self.wvs,
