@@ -321,7 +321,11 @@ def test_pipeline_on_a_tiny_transformers_teacher(tmp_path, tiny_wvs, tiny_model_
 
 def test_generate_cli(tmp_path, tiny_wvs, embedder, monkeypatch):
     from culture_align.cli import main
-    from culture_align.scripts.culturellm import pipeline_config_from_dict
+    from culture_align.config_values import dataclass_from_dict
+    from culture_align.recipes.culturellm import CultureLLMPipelineConfig
+
+    def pipeline_config_from_dict(values):
+        return dataclass_from_dict(CultureLLMPipelineConfig, values, "CultureLLM pipeline")
 
     specs = []
 

@@ -8,7 +8,8 @@ import pytest
 from datasets import Dataset, DatasetDict
 
 from culture_align.cli import main
-from culture_align.scripts.clca import pipeline_config_from_dict
+from culture_align.config_values import dataclass_from_dict
+from culture_align.recipes.clca import CLCAPipelineConfig
 from culture_align.scripts.config import CommandParser, hold_out_split, parse_command, read_config_file
 
 
@@ -80,6 +81,9 @@ def test_hold_out_split_keeps_groups_together_and_strata_represented():
 
 
 def test_pipeline_config_from_dict():
+    def pipeline_config_from_dict(values):
+        return dataclass_from_dict(CLCAPipelineConfig, values, "CLCA pipeline")
+
     cfg = pipeline_config_from_dict({"cultures": ["GBR"], "max_turns": 3, "roleplay_params": {"max_new_tokens": 64}})
     assert cfg.max_turns == 3 and cfg.roleplay_params.max_new_tokens == 64
     assert cfg.roleplay_params.top_p == 0.7  # the other defaults are kept

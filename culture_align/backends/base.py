@@ -28,6 +28,7 @@ __all__ = [
     "GenerationStats",
     "request_key",
     "generate_in_waves",
+    "generate_samples",
 ]
 
 
@@ -212,6 +213,19 @@ class GenerationBackend(ABC):
     @abstractmethod
     def _generate(self, conversations: list[Conversation], params: GenerationParams) -> list[str]:
         ...
+
+
+def generate_samples(backend: GenerationBackend, conversations: Sequence[Conversation], params: GenerationParams,
+                     chunk: int, progress: Callable[[int], None] | None = None) -> list[list[str]]:
+    """``params.n`` completions per conversation, grouped: ``[[text, ...] per conversation]``, ``chunk``
+    conversations per :meth:`GenerationBackend.generate` call (``progress`` gets each call's conversation count)."""
+    n, out = params.n, []
+    for start in range(0, len(conversations), chunk):
+        texts = backend.generate(conversations[start: start + chunk], params)
+        out.extend(texts[i: i + n] for i in range(0, len(texts), n))
+        if progress is not None:
+            progress(len(texts) // n)
+    return out
 
 
 def _params_group(params: GenerationParams) -> tuple[GenerationParams, str]:

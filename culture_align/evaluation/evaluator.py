@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from ..backends.base import GenerationBackend, GenerationParams
+from ..backends.base import GenerationBackend, GenerationParams, generate_samples
 from ..backends.factory import as_backend
 from ..cultures import Culture, resolve_cultures
 from ..metric import alignment_math
@@ -244,7 +244,8 @@ class WVSEvaluator:
                         p = np.exp(s)
                         self._answer_cache[k] = (p / p.sum(), -1, 0)
                 else:
-                    samples = self._sample(convs, bar.update)
+                    samples = generate_samples(self.backend, convs, self.config.sampling, self.config.batch_size,
+                                               bar.update)
                     for k, q, texts in zip(todo, qs, samples):
                         parsed = [parse_answer_code(t, q.codes) for t in texts]
                         valid = [c for c in parsed if c is not None]
@@ -254,15 +255,6 @@ class WVSEvaluator:
                         probs = counts / counts.sum() if valid else None
                         self._answer_cache[k] = (probs, len(valid), len(texts) - len(valid))
         return [self._answer_cache[k] for k in keys]
-
-    def _sample(self, conversations: list[list[dict]], progress) -> list[list[str]]:
-        """``config.sampling.n`` answers per conversation from the backend, ``batch_size`` conversations a call."""
-        n, step, out = self.config.sampling.n, self.config.batch_size, []
-        for start in range(0, len(conversations), step):
-            texts = self.backend.generate(conversations[start: start + step], self.config.sampling)
-            out.extend(texts[i: i + n] for i in range(0, len(texts), n))
-            progress(len(texts) // n)
-        return out
 
     def _answers_for(self, template: SurveyPromptTemplate, culture: Culture,
                      questions: list[SurveyQuestion]) -> list[_ModelAnswers]:

@@ -27,10 +27,10 @@ from typing import Any
 
 from ..embedded_models import DEFAULT_MODEL
 from .checks import check_backend_spec, check_output_dir, check_training_args
-from .config import dataclass_from_dict, hold_out_split, load_training_dataset, parse_command
+from .config import hold_out_split, load_training_dataset, parse_command
 
 __all__ = ["generate_main", "train_main", "CLCAGenerateArguments", "TrainScriptArguments",
-           "pipeline_config_from_dict", "backend_spec"]
+           "backend_spec"]
 
 BACKEND_HELP = ("a model for a local transformers backend (a Hub id, folder or embedded alias), or a backend "
                 "mapping {backend: transformers | openai | vllm, ...} (e.g. {backend: openai, base_url: "
@@ -42,13 +42,6 @@ def backend_spec(value: str | dict[str, Any] | None) -> dict[str, Any] | None:
     if value is None or isinstance(value, dict):
         return value
     return {"backend": "transformers", "model": value}
-
-
-def pipeline_config_from_dict(values: dict[str, Any]):
-    """A :class:`CLCAPipelineConfig` from plain values (``*_params`` given as dicts of GenerationParams fields)."""
-    from ..recipes.clca import CLCAPipelineConfig
-
-    return dataclass_from_dict(CLCAPipelineConfig, values, "CLCA pipeline")
 
 
 @dataclass

@@ -27,17 +27,9 @@ from typing import Any
 from ..embedded_models import DEFAULT_MODEL
 from .checks import check_backend_spec, check_output_dir
 from .clca import BACKEND_HELP, backend_spec
-from .config import dataclass_from_dict, parse_command
+from .config import parse_command
 
-__all__ = ["generate_main", "pipeline_config_from_dict", "CultureLLMGenerateArguments"]
-
-
-def pipeline_config_from_dict(values: dict[str, Any]):
-    """A :class:`CultureLLMPipelineConfig` from plain values (``*_params`` as dicts of GenerationParams
-    fields, applied over the defaults)."""
-    from ..recipes.culturellm import CultureLLMPipelineConfig
-
-    return dataclass_from_dict(CultureLLMPipelineConfig, values, "CultureLLM pipeline")
+__all__ = ["generate_main", "CultureLLMGenerateArguments"]
 
 
 @dataclass

@@ -28,17 +28,9 @@ from typing import Any
 from ..embedded_models import DEFAULT_MODEL
 from .checks import check_backend_spec, check_model_reference, check_output_dir
 from .clca import BACKEND_HELP, backend_spec
-from .config import dataclass_from_dict, parse_command
+from .config import parse_command
 
-__all__ = ["generate_main", "pipeline_config_from_dict", "CultureSPAGenerateArguments"]
-
-
-def pipeline_config_from_dict(values: dict[str, Any]):
-    """A :class:`CultureSPAPipelineConfig` from plain values (``question_params`` / ``answer_sampling`` as
-    dicts of ``GenerationParams`` fields)."""
-    from ..recipes.culturespa import CultureSPAPipelineConfig
-
-    return dataclass_from_dict(CultureSPAPipelineConfig, values, "CultureSPA pipeline")
+__all__ = ["generate_main", "CultureSPAGenerateArguments"]
 
 
 @dataclass

@@ -34,7 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ...backends.base import GenerationBackend, GenerationParams
+from ...backends.base import GenerationBackend, GenerationParams, generate_samples
 from ...backends.cache import CompletionCache
 from ...backends.factory import as_backend
 from ...cultures import Culture, resolve_cultures
@@ -168,22 +168,12 @@ class SurveyAnswerer:
             if self.mode == "logprob":
                 results = [s.tolist() for s in self.backend.score(convs, [choices[i] for i in todo], progress=progress)]
             else:
-                results = self._sample(convs, progress)
+                results = generate_samples(self.backend, convs, self.sampling, self.batch_size, progress)
             for i, value in zip(todo, results):
                 raw[keys[i]] = value
             if self.cache is not None:
                 self.cache.put_many([(keys[i], self.model_id, raw[keys[i]]) for i in todo])
         return [self._distribution(raw[k], q) for k, q in zip(keys, questions)]
-
-    def _sample(self, conversations: list, progress) -> list[list[str]]:
-        """``sampling.n`` answers per conversation, ``batch_size`` conversations per ``generate`` call."""
-        n, out = self.sampling.n, []
-        for start in range(0, len(conversations), self.batch_size):
-            texts = self.backend.generate(conversations[start: start + self.batch_size], self.sampling)
-            out.extend(texts[i: i + n] for i in range(0, len(texts), n))
-            if progress is not None:
-                progress(len(texts) // n)
-        return out
 
     def _distribution(self, value: list, question: SurveyQuestion) -> Answer:
         if self.mode == "logprob":
