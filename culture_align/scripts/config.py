@@ -7,6 +7,12 @@ error naming the key, before any model is loaded), unknown keys are refused by n
 dataclass (``GenerationParams``, the CLCA drop rule) takes a mapping of its fields in the file (JSON on the command
 line) applied over that default, and a field marked ``{"json": True}`` (a backend: a model name, or a mapping such
 as ``{backend: openai, base_url: ..., model: ...}``) takes a string or a mapping.
+
+Field metadata the parser reads besides TRL's ``help`` and ``aliases``: ``{"positional": True}`` (a positional
+argument, given on the command line only), ``{"cli": False}`` (not an option: the command sets the field itself),
+``{"metavar": ...}``. A list field (``Sequence[str]``) takes one or more values per flag and may be repeated (the
+first use replaces the default or the file's list, later ones add to it); in a command with positional arguments it
+takes one value per flag and a boolean takes none, so neither swallows a positional argument.
 """
 
 from __future__ import annotations
@@ -52,15 +58,38 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+_OWN_METADATA = ("json", "positional", "cli", "metavar")
+"""Field metadata keys this parser reads (HfArgumentParser passes the others to ``add_argument``)."""
+
+
 def _is_string_sequence(annotation: Any) -> bool:
-    """``Sequence[str]`` or ``Sequence[str] | None`` (HfArgumentParser knows ``list[str]`` only)."""
+    """``Sequence[str]`` or ``Sequence[str] | None``, also of items that may be strings (``Sequence[str |
+    SurveyPromptTemplate]``): HfArgumentParser knows ``list[str]`` only."""
     if isinstance(annotation, str):
         annotation = annotation.replace(" ", "")
         return annotation in ("Sequence[str]", "Sequence[str]|None")
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
         annotation = args[0]
-    return typing.get_origin(annotation) is collections.abc.Sequence and typing.get_args(annotation) == (str,)
+    if typing.get_origin(annotation) is not collections.abc.Sequence:
+        return False
+    item = (typing.get_args(annotation) or (Any,))[0]
+    return item is str or (typing.get_origin(item) in (typing.Union, types.UnionType) and str in typing.get_args(item))
+
+
+def _is_bool(annotation: Any) -> bool:
+    return annotation is bool or annotation == bool | None
+
+
+class _ListAction(argparse.Action):
+    """A list option's values: its first use on the command line replaces the default (or the config file's list),
+    later uses add to it (``--adapter A --adapter USA=B``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        values = list(values) if isinstance(values, list) else [values]
+        current = getattr(namespace, self.dest, None)
+        first = current is None or current is self.default
+        setattr(namespace, self.dest, values if first else [*current, *values])
 
 
 def _json_or_text(text: str) -> Any:
@@ -101,19 +130,41 @@ class CommandParser(TrlParser):
     keys, values of the wrong type.
     """
 
-    def __init__(self, dataclass_types: Sequence[type], **kwargs: Any) -> None:
+    def __init__(self, dataclass_types: Sequence[type], *, config_file: bool = True, **kwargs: Any) -> None:
         self._fields = {f.name: f for t in dataclass_types for f in dataclasses.fields(t) if f.init}
+        self._positional = any(f.metadata.get("positional") for f in self._fields.values())
+        self._config_file = config_file
         super().__init__(list(dataclass_types), **kwargs)
+        if config_file:  # read by parse_command before argparse sees the flags; listed in --help
+            self.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                              help="A flat YAML file of these options (its keys are the option names, with "
+                                   "underscores); flags override it.")
 
-    @staticmethod
-    def _parse_dataclass_field(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
+    def _parse_dataclass_field(self, parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
+        if field.metadata.get("cli") is False:  # set by the command itself: no option, its default
+            parser.set_defaults(**{field.name: _field_default(field)})
+            return
         nested = _nested_default(field)
         options = [f"--{field.name}"] + ([f"--{field.name.replace('_', '-')}"] if "_" in field.name else [])
-        if _is_string_sequence(field.type):  # Sequence[str]: items, or comma-separated (the configs split them)
-            parser.add_argument(*options, *field.metadata.get("aliases", []), dest=field.name, nargs="+", type=str,
-                                default=_field_default(field), help=field.metadata.get("help"))
+        aliases = list(field.metadata.get("aliases", []))
+        help_text = field.metadata.get("help")
+        if field.metadata.get("positional"):  # command line only; a list takes one or more
+            parser.add_argument(field.name, nargs="+" if _is_string_sequence(field.type) else None,
+                                choices=field.metadata.get("choices"), metavar=field.metadata.get("metavar"),
+                                help=help_text)
+            return
+        if _is_string_sequence(field.type):  # items, or comma-separated (the command or its config splits them)
+            parser.add_argument(*options, *aliases, dest=field.name, action=_ListAction, type=str,
+                                nargs=None if self._positional else "+", default=_field_default(field),
+                                metavar=field.metadata.get("metavar"), help=help_text)
+            return
+        if self._positional and _is_bool(field.type) and field.default in (False, None):  # a switch: takes no value
+            parser.add_argument(*options, *aliases, dest=field.name, action="store_true", default=field.default,
+                                help=help_text)
             return
         if nested is None and not field.metadata.get("json"):
+            if any(key in field.metadata for key in _OWN_METADATA):
+                field = _with_metadata(field, {k: v for k, v in field.metadata.items() if k not in _OWN_METADATA})
             return HfArgumentParser._parse_dataclass_field(parser, field)
         what = "a mapping of its fields (JSON on the command line)" if nested is not None else \
             "a name, or a mapping (JSON on the command line)"
@@ -124,14 +175,14 @@ class CommandParser(TrlParser):
             except ValueError as err:
                 raise argparse.ArgumentTypeError(str(err)) from None
 
-        action = parser.add_argument(*options, *field.metadata.get("aliases", []), dest=field.name, type=convert,
-                                     default=_field_default(field), help=f"{field.metadata.get('help', '')} [{what}]")
+        action = parser.add_argument(*options, *aliases, dest=field.name, type=convert,
+                                     default=_field_default(field), help=f"{help_text or ''} [{what}]")
 
     def parse_command(self, argv: Sequence[str] | None, defaults: dict[str, Any] | None = None) -> tuple[Any, ...]:
         """The dataclasses from ``defaults`` (the command's own), then ``--config FILE``, then the flags."""
         argv = list(argv or [])
         values = dict(defaults or {})
-        for i, arg in enumerate(argv):
+        for i, arg in enumerate(argv if self._config_file else []):
             if arg == "--config" or arg.startswith("--config="):
                 path = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else None)
                 if not path or path.startswith("--"):
@@ -139,11 +190,17 @@ class CommandParser(TrlParser):
                 argv = argv[:i] + argv[i + (1 if "=" in arg else 2):]
                 values.update(read_config_file(path))
                 break
-        known = {action.dest for action in self._actions}
+        positional = sorted(set(values) & {a.dest for a in self._actions if not a.option_strings})
+        if positional:
+            raise ValueError(f"config key {positional[0]!r}: a positional argument, given on the command line only")
+        known = {action.dest for action in self._actions} - {"help", "config"}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config keys: {', '.join(unknown)}")
         typed = _typed_config_values(self, values)
+        for action in self._actions:  # a required option the file gives is no longer required on the command line
+            if action.required and action.dest in typed and typed[action.dest] is not None:
+                action.required = False
         self.set_defaults(**{key: _nested_value(self._fields[key], value) if key in self._fields else value
                              for key, value in typed.items()})
         try:
@@ -153,11 +210,24 @@ class CommandParser(TrlParser):
 
 
 def parse_command(types: Sequence[type], argv: Sequence[str] | None, *, prog: str | None = None,
-                  description: str | None = None, defaults: dict[str, Any] | None = None) -> tuple[Any, ...]:
-    """Parse a command's ``argv`` (with ``--config FILE``) into instances of ``types`` (see :class:`CommandParser`)."""
-    parser = CommandParser(types, prog=prog, description=description,
+                  description: str | None = None, defaults: dict[str, Any] | None = None,
+                  config_file: bool = True) -> tuple[Any, ...]:
+    """Parse a command's ``argv`` (with ``--config FILE``) into instances of ``types`` (see :class:`CommandParser`).
+
+    ``config_file=False``: ``--config`` is not a flags file (the command may use it for something else).
+    """
+    parser = CommandParser(types, prog=prog, description=description, config_file=config_file,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     return parser.parse_command(argv, defaults)
+
+
+def _with_metadata(field: dataclasses.Field, metadata: dict[str, Any]) -> dataclasses.Field:
+    """A copy of ``field`` with other metadata (the dataclass's own field is left as it is)."""
+    import copy
+
+    clone = copy.copy(field)
+    clone.metadata = types.MappingProxyType(metadata)
+    return clone
 
 
 def _value_action(parser: argparse.ArgumentParser, dest: str) -> argparse.Action | None:
