@@ -45,34 +45,36 @@ DEFAULT_SAMPLING = GenerationParams(n=10, temperature=1.0, top_p=1.0, max_new_to
 
 @dataclass
 class EvaluationConfig:
-    """What :class:`WVSEvaluator` measures.
+    """What :class:`WVSEvaluator` measures. Each field's meaning is its ``help`` (also ``culture-align eval
+    --help``, which parses these fields)."""
 
-    Attributes:
-        settings: Prompt settings: names from :data:`culture_align.prompts.wvs.SETTINGS`
-            (``"culture-unaware"``, ``"culture-aware"``, ``"persona"``), template file paths, or templates.
-        mode: ``"logprob"`` (exact distribution from option log-probabilities; default) or ``"sampling"``.
-        items: Item ids to score (default: every WVS alignment item the data has).
-        exclude_items: Item ids never scored, e.g. the items a model was trained on.
-        batch_size: Prompts per forward pass (default 16).
-        num_personas: Respondents sampled per culture in the ``persona`` setting (default 50).
-        seed: Seed for persona sampling and reference draws (default 0); sampling mode's is ``sampling.seed``.
-        sampling: Generation parameters of ``mode="sampling"`` (default :data:`DEFAULT_SAMPLING`: ``n=10`` answers
-            per prompt, temperature 1.0, top-p 1.0, 8 new tokens, seed 0).
-        adapters: ``{ISO3: adapter name}``: activate that PEFT adapter while scoring the culture
-            (``"*"`` as key: the adapter for every culture without its own). ``None``: the model as given.
-        random_answer_draws: Draws of uniformly random answers for the random-answer alignment score (200).
-    """
-
-    settings: Sequence[str | SurveyPromptTemplate] = ("culture-unaware", "culture-aware")
-    mode: Mode = "logprob"
-    items: Sequence[str] | None = None
-    exclude_items: Sequence[str] = ()
-    batch_size: int = 16
-    num_personas: int = 50
-    seed: int = 0
-    sampling: GenerationParams = field(default_factory=lambda: DEFAULT_SAMPLING)
-    adapters: dict[str, str] | None = None
-    random_answer_draws: int = 200
+    settings: Sequence[str | SurveyPromptTemplate] = field(default=("culture-unaware", "culture-aware"), metadata={
+        "aliases": ["--setting"],
+        "help": "Prompt settings: names from culture_align.prompts.wvs.SETTINGS (culture-unaware, culture-aware, "
+                "persona), template file paths, or templates; on the command line several comma-separated."})
+    mode: Mode = field(default="logprob", metadata={
+        "help": "logprob (the exact distribution from the options' log-probabilities; default) or sampling."})
+    items: Sequence[str] | None = field(default=None, metadata={
+        "help": "Item ids to score (default: every WVS alignment item the data has); on the command line Q1,Q2 "
+                "or a file (a JSON list, or one id per line)."})
+    exclude_items: Sequence[str] = field(default=(), metadata={
+        "help": "Item ids never scored, e.g. the items a model was trained on (a held-out guard); on the command "
+                "line Q1,Q2 or a file, as items."})
+    batch_size: int = field(default=16, metadata={"help": "Prompts per forward pass."})
+    num_personas: int = field(default=50, metadata={
+        "help": "Respondents sampled per culture in the persona setting."})
+    seed: int = field(default=0, metadata={
+        "help": "Seed for persona sampling and reference draws; sampling mode's is sampling.seed (culture-align "
+                "eval sets that to this seed too)."})
+    sampling: GenerationParams = field(default_factory=lambda: DEFAULT_SAMPLING, metadata={
+        "help": "Generation parameters of sampling mode (default: n=10 answers per prompt, temperature 1.0, "
+                "top_p 1.0, 8 new tokens, seed 0)."})
+    adapters: dict[str, str] | None = field(default=None, metadata={
+        "cli": False,
+        "help": "{ISO3: adapter name}: activate that PEFT adapter while scoring the culture (\"*\" as key: the "
+                "adapter for every culture without its own). None: the model as given."})
+    random_answer_draws: int = field(default=200, metadata={
+        "help": "Draws of uniformly random answers for the random-answer alignment score."})
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -360,27 +360,25 @@ def debiased_predictions(scores: Sequence[np.ndarray], keys: Sequence[str]) -> l
 # ---------------------------------------------------------------------------------------- evaluation
 @dataclass
 class TaskEvaluationConfig:
-    """What :class:`TaskEvaluator` measures.
+    """What :class:`TaskEvaluator` measures. Each field's meaning is its ``help`` (also ``culture-align
+    eval-tasks --help``, which parses these fields)."""
 
-    Attributes:
-        settings: Prompt settings: names from :data:`~culture_align.prompts.tasks.TASK_SETTINGS`
-            (``"plain"``, ``"culture-aware"``), template file paths, or templates. A task's own
-            ``templates[name]`` replaces the wording of the setting of that name.
-        max_examples: Examples scored per task at most (default ``None``: all); the subsample is the same in
-            every setting and is recorded in the summary.
-        subsample: ``"stratified"`` (keep label shares; default) or ``"random"``.
-        seed: Seed of the subsample (default 0).
-        batch_size: Prompts per forward pass (default 16).
-        adapters: ``{ISO3: adapter name}``: activate that PEFT adapter for the tasks of the culture (``"*"``:
-            for every culture without its own); ``None``: the model as given.
-    """
-
-    settings: Sequence[str | TaskPromptTemplate] = ("plain", "culture-aware")
-    max_examples: int | None = None
-    subsample: Subsample = "stratified"
-    seed: int = 0
-    batch_size: int = 16
-    adapters: dict[str, str] | None = None
+    settings: Sequence[str | TaskPromptTemplate] = field(default=("plain", "culture-aware"), metadata={
+        "aliases": ["--setting"],
+        "help": "Prompt settings: names from culture_align.prompts.tasks.TASK_SETTINGS (plain, culture-aware), "
+                "template file paths, or templates; a task's own templates[name] replaces the wording of the "
+                "setting of that name. On the command line several comma-separated."})
+    max_examples: int | None = field(default=None, metadata={
+        "help": "Examples scored per task at most (default: all); the subsample is the same in every setting and "
+                "is recorded in the summary."})
+    subsample: Subsample = field(default="stratified", metadata={
+        "help": "stratified (keep label shares; default) or random."})
+    seed: int = field(default=0, metadata={"help": "Seed of the subsample."})
+    batch_size: int = field(default=16, metadata={"help": "Prompts per forward pass."})
+    adapters: dict[str, str] | None = field(default=None, metadata={
+        "cli": False,
+        "help": "{ISO3: adapter name}: activate that PEFT adapter for the tasks of the culture (\"*\": for every "
+                "culture without its own); None: the model as given."})
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
