@@ -95,7 +95,11 @@ def test_eval_that_would_score_nothing_exits_2_before_loading_the_model(tmp_path
 
 
 def test_parser_defaults():
-    args = build_parser().parse_args(["demo"])
+    from culture_align.scripts.demo import parse_demo_args
+    from culture_align.scripts.evaluation import parse_eval_args
+
+    args, _ = parse_demo_args([])
     assert args.model == "smollm2-135m-instruct" and args.cultures == ["USA", "CHN", "DEU"]
-    args = build_parser().parse_args(["eval", "--wvs", "x", "--cultures", "gbr, chn"])
-    assert args.cultures == ["gbr", "chn"] and args.mode == "logprob"
+    args, data, config = parse_eval_args(["--wvs", "x", "--cultures", "gbr, chn"])
+    assert args.cultures == ["gbr", "chn"] and config.mode == "logprob" and data.wvs == "x"
+    assert build_parser().parse_args(["train", "clca"]).recipe == "clca"

@@ -275,12 +275,12 @@ def test_hub_errors_are_one_line_and_bugs_keep_their_traceback(capsys, monkeypat
     # conftest.py sets HF_HUB_OFFLINE: the Hub's offline error is expected, not a bug
     _fails(["push", "metric", "nobody/wvs_alignment"], capsys, "offline mode is enabled")
 
-    import culture_align.cli as cli
+    import culture_align.scripts.evaluation as evaluation
 
-    def bug(args):
+    def bug(argv):
         raise TypeError("a bug")
 
-    monkeypatch.setattr(cli, "_run_eval", bug)
+    monkeypatch.setattr(evaluation, "eval_main", bug)
     with pytest.raises(TypeError, match="a bug"):
         main(["eval", "--wvs", "x"])
 
@@ -332,3 +332,27 @@ def test_every_command_help_lists_its_options_from_the_dataclasses(command, reci
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert ("--output_dir" in out) and ("--seed" in out), out[:500]
+
+
+@pytest.mark.parametrize("argv,options", [
+    (["eval"], ["--setting", "--exclude-items", "--sampling", "--samples", "--top-p", "--wvs-csv", "Prompts per "
+                                                                                                 "forward pass"]),
+    (["eval-tasks"], ["--tasks", "--adapter [ISO3=]PATH", "--max-examples", "--subsample", "Seed of the subsample"]),
+    (["experiment"], ["--config", "not a flat file of these options", "--dry-run", "--conditions"]),
+    (["demo"], ["--skip-clca", "--cultures", "--wvs", "human data (one of)"]),
+    (["merge-shards"], ["folders", "--out"]),
+    (["push"], ["dataset", "adapter", "metric"]),
+    (["push", "dataset"], ["repo_id", "--source", "--configs", "--local-dir", "--public", "--private", "--token"]),
+    (["push", "adapter"], ["folder", "repo_id", "--per-culture-repos", "--dataset", "--commit-message"]),
+    (["push", "metric"], ["repo_id", "--private"]),
+    (["build-dataset"], ["clca_dialogues", "--source", "--out", "--overwrite"]),
+    ([], ["eval-tasks", "merge-shards", "build-dataset", "experiment"]),
+])
+def test_every_other_command_help_renders_with_its_options(argv, options, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(option in out for option in options), [o for o in options if o not in out]
+    if argv not in (["push"], [], ["experiment"]):
+        assert "--config FILE" in out
