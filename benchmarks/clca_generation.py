@@ -58,7 +58,7 @@ def seed_scenarios_as_adapted(cultures: list[str], per_culture: int) -> datasets
             rows.append({"id": f"{seed['id']}-{culture}", "seed_id": seed["id"], "culture": culture,
                          "social_goal": seed["social_goal"], "setting": seed["setting"],
                          "relationship": seed["relationship"], "person1": seed["person1"],
-                         "person2": seed["person2"], "provenance": "{}"})
+                         "person2": seed["person2"], "provenance": None})
     return datasets.Dataset.from_list(rows, features=SCENARIO_FEATURES)
 
 

@@ -38,6 +38,8 @@ from typing import Any
 import datasets
 from transformers.utils import logging
 
+from .recipes.provenance import upgrade_provenance_column
+
 logger = logging.get_logger(__name__)
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "RunTable",
     "RunFolderBuilder",
     "CHAT_MESSAGE_FIELDS",
+    "PARAMS_PROVENANCE_FIELDS",
     "dataset_builders_path",
     "load_builder_class",
     "build_corpus",
@@ -177,6 +180,19 @@ CHAT_MESSAGE_FIELDS: Mapping[str, str] = {
 }
 """Card descriptions of the ``messages`` column of a training table, for :attr:`CorpusCard.fields`."""
 
+PARAMS_PROVENANCE_FIELDS: Mapping[str, str] = {
+    "provenance.*params": "The stage's sampling parameters.",
+    "provenance.*params.temperature": "Sampling temperature (0: greedy).",
+    "provenance.*params.top_p": "Nucleus sampling threshold.",
+    "provenance.*params.max_new_tokens": "Token limit of an answer.",
+    "provenance.*params.stop": "Stop strings.",
+    "provenance.*params.seed": "Sampling seed.",
+    "provenance.*params.n": "Completions per request.",
+    "provenance.*prompt_version": "Version of the prompts' wording.",
+}
+"""Descriptions of the sampling parameters every stage's provenance records (``PARAMS_FEATURES``), as dataset card
+field patterns."""
+
 
 @dataclass(frozen=True)
 class RunTable:
@@ -247,6 +263,7 @@ class RunFolderBuilder(CorpusBase, datasets.ArrowBasedBuilder):
             table = datasets.Dataset.from_dict({k: [] for k in saved}, features=saved)
         else:
             table = datasets.load_from_disk(str(split_folder))
+        table = upgrade_provenance_column(table, expected, f"{folder}/{self.config.name}")
         if table.features != expected:
             missing = sorted(set(expected) - set(table.features))
             extra = sorted(set(table.features) - set(expected))

@@ -11,7 +11,13 @@ Built from a run folder of :class:`culture_align.recipes.clca.CLCAPipeline` (``<
 
 from __future__ import annotations
 
-from culture_align.builders import CHAT_MESSAGE_FIELDS, CorpusCard, RunFolderBuilder, RunTable
+from culture_align.builders import (
+    CHAT_MESSAGE_FIELDS,
+    PARAMS_PROVENANCE_FIELDS,
+    CorpusCard,
+    RunFolderBuilder,
+    RunTable,
+)
 from culture_align.recipes.clca.schemas import DIALOGUE_FEATURES, REJECTION_FEATURES, TRAIN_FEATURES
 
 _PERSON = {
@@ -69,7 +75,15 @@ class CLCADialogues(RunFolderBuilder):
                 "culture": "ISO3 code of the target culture.",
                 "id": "Stable id of the example (hash of its inputs).",
                 "dialogue_id": "Id of the dialogue it was made from (`dialogues` config).",
-                "provenance": "JSON text: models, sampling parameters, prompt version.",
+                "provenance": "How the example was made.",
+                "provenance.models": "The model of every stage.",
+                "provenance.models.teacher": "The teacher that adapted the scenario.",
+                "provenance.models.agents": "The two role-play agents.",
+                "provenance.models.judge": "The judge.",
+                "provenance.models.annotator": "The intent annotator (None without intents).",
+                "provenance.seed": "The role-play sampling seed.",
+                "provenance.prompt_version": "Version of the prompts' wording.",
+                "provenance.participant": "The participant the example plays (None for an intent example).",
             },
             "dialogues": {
                 "id": "Stable id of the dialogue (hash of its inputs).",
@@ -101,7 +115,19 @@ class CLCADialogues(RunFolderBuilder):
                 "judge.*.confidence": "`very confident`, `confident` or `not sure`.",
                 "judge.*.rationale": "The judge's reason.",
                 "judge.meta.critique": "The meta judge's critique.",
-                "provenance": "JSON text: models, sampling parameters, prompt version.",
+                "provenance": "How the dialogue was made: one struct per stage.",
+                "provenance.scenario": "The scenario's adaptation (None for a scenario given without provenance).",
+                "provenance.scenario.stage": "`scenarios`.",
+                "provenance.scenario.teacher": "The teacher model.",
+                "provenance.scenario.attempts": "Answers the teacher gave until one was valid.",
+                "provenance.roleplay": "The role-play.",
+                "provenance.roleplay.agents": "The two agents' models.",
+                "provenance.roleplay.max_turns": "The turn limit.",
+                "provenance.judge": "The judging.",
+                "provenance.judge.drop_rule": "The rule that dropped dialogues on their verdicts.",
+                "provenance.intents": "The intent annotation (None when the run made no intents).",
+                "provenance.*.model": "The stage's model.",
+                **PARAMS_PROVENANCE_FIELDS,
             },
             "rejections": _REJECTIONS,
         },

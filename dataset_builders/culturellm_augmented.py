@@ -11,7 +11,13 @@ the ``seeds``, ``augmented``, ``train`` and ``rejections`` tables, and ``<run>/s
 
 from __future__ import annotations
 
-from culture_align.builders import CHAT_MESSAGE_FIELDS, CorpusCard, RunFolderBuilder, RunTable
+from culture_align.builders import (
+    CHAT_MESSAGE_FIELDS,
+    PARAMS_PROVENANCE_FIELDS,
+    CorpusCard,
+    RunFolderBuilder,
+    RunTable,
+)
 from culture_align.recipes.culturellm.augment import AUGMENT_REJECTION_FEATURES, AUGMENTED_FEATURES
 from culture_align.recipes.culturellm.seeds import SEED_FEATURES
 from culture_align.recipes.culturellm.training_data import TRAIN_FEATURES
@@ -87,7 +93,10 @@ class CultureLLMAugmented(RunFolderBuilder):
                 "substitutions": "The word swaps of a lexical variant.",
                 "substitutions.word": "The original word.",
                 "substitutions.synonym": "Its replacement.",
-                "provenance": "JSON text: teacher model, sampling parameters, round, prompt version.",
+                "provenance": "How the sample was made.",
+                "provenance.teacher": "The teacher model.",
+                "provenance.round": "The retry round a rewrite was kept in (None for a lexical variant).",
+                **PARAMS_PROVENANCE_FIELDS,
             },
             "rejections": {
                 "id": "Id of the dropped text.",

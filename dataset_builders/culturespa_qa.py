@@ -11,7 +11,13 @@ with the ``questions``, ``answers``, ``train`` and ``rejections`` tables, and ``
 
 from __future__ import annotations
 
-from culture_align.builders import CHAT_MESSAGE_FIELDS, CorpusCard, RunFolderBuilder, RunTable
+from culture_align.builders import (
+    CHAT_MESSAGE_FIELDS,
+    PARAMS_PROVENANCE_FIELDS,
+    CorpusCard,
+    RunFolderBuilder,
+    RunTable,
+)
 from culture_align.recipes.culturespa.schemas import (
     ANSWER_FEATURES,
     QUESTION_FEATURES,
@@ -78,7 +84,11 @@ class CultureSPAQA(RunFolderBuilder):
                 "options": "Answer option labels, in the order of `codes`.",
                 "codes": "Answer codes (1..n, or the scale's own numbers).",
                 "example_ids": "Ids of the questions shown as examples in the generating prompt (WVS ids for seeds).",
-                "provenance": "JSON text: model, sampling parameters, round, prompt version.",
+                "provenance": "How the question was generated.",
+                "provenance.stage": "`questions`.",
+                "provenance.model": "The generating model.",
+                "provenance.round": "The generation round.",
+                **PARAMS_PROVENANCE_FIELDS,
             },
             "answers": {
                 "id": "Stable id of the (question, culture) row.",

@@ -39,6 +39,7 @@ from culture_align.recipes.clca import (
     adapt_scenarios,
     annotate_intents,
     build_training_set,
+    dialogue_features,
     judge_dialogues,
     load_seed_scenarios,
     parse_reply,
@@ -279,8 +280,8 @@ def test_adapt_scenarios_retries_and_rejects(seed_file):
     assert [c["seed"] for c in backend.calls] == [0, 1, 2]
     rows = {(r["culture"], r["seed_id"]): r for r in result.dataset}
     assert "Lives in China." in rows[("CHN", "plain")]["person1"]["background"]
-    assert json.loads(rows[("GBR", "adapt1")]["provenance"])["attempts"] == 2
-    assert json.loads(rows[("GBR", "plain")]["provenance"])["prompt_version"] == PROMPT_VERSION
+    assert rows[("GBR", "adapt1")]["provenance"]["attempts"] == 2
+    assert rows[("GBR", "plain")]["provenance"]["prompt_version"] == PROMPT_VERSION
     rejected = result.rejections.to_list()
     assert {(r["culture"], r["stage"], r["reason"]) for r in rejected} == {
         ("GBR", "scenarios", "invalid_json"), ("CHN", "scenarios", "invalid_json")}
@@ -327,13 +328,14 @@ def test_roleplay_outcomes_and_prompts(seed_file):
     scenarios, _ = adapted(seed_file)
     agent1, agent2 = FakeBackend("agent-a"), FakeBackend("agent-b")
     result = run_roleplay(scenarios.dataset, agent1, agent2, max_turns=6, show_progress=False)
-    assert result.dataset.features == DIALOGUE_FEATURES
+    assert result.dataset.features == dialogue_features(judged=False, annotated=False)
+    assert "judge" not in result.dataset.column_names  # no placeholder for the judge stage to fill
     d = by_seed(result.dataset)
     assert d["plain"]["end_reason"] == "leave" and d["plain"]["num_turns"] == 5
     assert [t["participant"] for t in d["plain"]["turns"]] == [1, 2, 1, 2, 1]
     assert [t["action"] for t in d["plain"]["turns"]] == ["speak", "speak", "speak", "non-verbal", "leave"]
     assert d["plain"]["turns"][1] == {"participant": 2, "speaker": "Bob Stone", "action": "speak",
-                                      "text": "Bob Stone speaks at turn 2.", "intent": None}
+                                      "text": "Bob Stone speaks at turn 2."}
     assert d["long"]["end_reason"] == "max_turns" and d["long"]["num_turns"] == 6
     assert d["leave"]["end_reason"] == "leave" and d["leave"]["num_turns"] == 2
     imp = d["imp"]
@@ -359,7 +361,8 @@ def test_roleplay_outcomes_and_prompts(seed_file):
     assert "Ann Lee is 40." in system and "high power distance" not in system  # GBR profile
     assert "low power distance" in system
     assert 'Turn 1, Ann Lee said: "Ann Lee speaks at turn 1."' in user and "It is turn 2 of at most 6" in user
-    assert json.loads(d["plain"]["provenance"])["roleplay"]["agents"] == ["agent-a", "agent-b"]
+    assert d["plain"]["provenance"]["roleplay"]["agents"] == ["agent-a", "agent-b"]
+    assert d["plain"]["provenance"]["scenario"]["stage"] == "scenarios"
     assert result.stats["end_reasons"] == {"leave": 8, "malformed": 2, "max_turns": 1}
 
 
@@ -451,7 +454,7 @@ def test_judge_verdicts_and_default_drop_rule(seed_file):
     assert [(c["stage"], c["size"]) for c in judge.calls] == [
         ("QualityVerdict", 10), ("QualityVerdict", 1), ("AlignmentVerdict", 10), ("MetaVerdict", 10)]
     assert [c["temperature"] for c in judge.calls] == [0.0, 0.7, 0.0, 0.0]
-    assert json.loads(kept["plain"]["provenance"])["judge"]["model"] == "judge"
+    assert kept["plain"]["provenance"]["judge"]["model"] == "judge"
 
 
 def test_configurable_drop_rule(seed_file):
@@ -511,7 +514,7 @@ def test_training_set_both_perspectives_and_intents(seed_file):
     assert [r["task"] for r in train if r["dialogue_id"] == failed] == ["dialogue", "dialogue"]
     assert len(set(train["id"])) == len(train)
     assert build_training_set(annotated)["id"] == train["id"]
-    provenance = json.loads(rows[0]["provenance"])
+    provenance = rows[0]["provenance"]
     assert provenance["models"] == {"teacher": "fake-teacher", "agents": ["fake-teacher", "fake-teacher"],
                                     "judge": "judge", "annotator": "annotator"}
     assert provenance["seed"] == 0 and provenance["prompt_version"] == PROMPT_VERSION
@@ -530,6 +533,52 @@ def pipeline_config(seed_file, **kwargs) -> CLCAPipelineConfig:
 
 def as_lists(corpus) -> dict:
     return {name: split.to_list() for name, split in corpus.items()}
+
+
+def test_provenance_is_typed_and_hashes_as_its_json_text(tmp_path, seed_file):
+    """Provenance is a typed struct, each stage adding its key; ids and experiment fingerprints hash its canonical
+    JSON text, the text corpora held before it became a struct: this fake run's training ids are those the
+    JSON-text code made (digest recorded from it), and a corpus in the old form gives the same ids, structs and
+    fingerprint."""
+    import hashlib
+    from types import SimpleNamespace
+
+    import datasets
+
+    from culture_align.experiments.training import training_fingerprint
+    from culture_align.recipes.provenance import PARAMS_FEATURES, as_provenance, upgrade_provenance_column
+
+    assert set(PARAMS_FEATURES) == {f for f in GenerationParams.__dataclass_fields__ if f != "json_schema"}
+    corpus = CLCAPipeline(FakeBackend(), config=pipeline_config(seed_file)).run(tmp_path / "out")
+    train, dialogues = corpus["train"], corpus["dialogues"]
+    assert hashlib.sha256("\n".join(train["id"]).encode()).hexdigest()[:16] == "cb2a3553d65eb3ab"
+    stages = dialogues[0]["provenance"]
+    assert set(stages) == {"scenario", "roleplay", "judge", "intents"}
+    assert stages["roleplay"]["params"]["temperature"] == 0.7 and stages["scenario"]["attempts"] == 1
+
+    def as_text(table):
+        features = datasets.Features({**table.features, "provenance": datasets.Value("string")})
+        return table.map(lambda r: {"provenance": json.dumps(r["provenance"], sort_keys=True)}, features=features)
+
+    old_dialogues, old_train = as_text(dialogues), as_text(train)
+    assert build_training_set(old_dialogues)["id"] == train["id"]
+    assert upgrade_provenance_column(old_dialogues, DIALOGUE_FEATURES).to_list() == dialogues.to_list()
+    condition = SimpleNamespace(recipe="clca", mode="joint", training={}, lora={})
+    assert training_fingerprint(condition, old_train, "m", None, 0) == training_fingerprint(condition, train, "m",
+                                                                                            None, 0)
+    changed = train.map(lambda r: {"provenance": {**r["provenance"], "seed": 1}})
+    assert training_fingerprint(condition, changed, "m", None, 0) != training_fingerprint(condition, train, "m",
+                                                                                          None, 0)
+    with pytest.raises(ValueError, match="scenario s1: provenance is not JSON"):
+        as_provenance("{oops", "scenario s1")
+
+
+def test_pipeline_without_intents_saves_the_corpus_table(tmp_path, seed_file):
+    corpus = CLCAPipeline(FakeBackend(), config=pipeline_config(seed_file, include_intents=False)).run(tmp_path / "o")
+    assert corpus["dialogues"].features == DIALOGUE_FEATURES
+    row = corpus["dialogues"][0]
+    assert row["provenance"]["intents"] is None and row["provenance"]["judge"]["model"] == "fake-teacher"
+    assert {t["intent"] for t in row["turns"]} == {None}
 
 
 def test_pipeline_end_to_end(tmp_path, seed_file):

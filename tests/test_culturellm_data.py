@@ -249,7 +249,7 @@ def _rows(items):
     from culture_align.recipes.culturellm import AUGMENTED_FEATURES
 
     return to_dataset([{"id": i, "seed_id": s, "step": st, "text": t, "similarity": sim, "source_id": s,
-                        "substitutions": [], "provenance": "{}"} for i, s, st, t, sim in items],
+                        "substitutions": [], "provenance": None} for i, s, st, t, sim in items],
                       AUGMENTED_FEATURES)
 
 

@@ -236,7 +236,7 @@ def test_rounds_batch_all_topics_and_show_generated_examples():
     assert first[-1]["content"].count("Question ") == 2  # seeds fill in: only 2 social seeds exist
     rows = result.dataset.to_list()
     for row in rows:
-        provenance = json.loads(row["provenance"])
+        provenance = row["provenance"]
         gen = [i for i in row["example_ids"] if i.startswith("gen-")]
         if provenance["round"] == 0:
             assert gen == []
@@ -253,12 +253,12 @@ def test_rounds_batch_all_topics_and_show_generated_examples():
 def _questions_table():
     rows = [
         {"id": "gen-religion-000000000001", "topic": "religion", "text": "How often do you pray?",
-         "options": FREQ, "codes": [1, 2, 3, 4], "example_ids": [], "provenance": "{}"},
+         "options": FREQ, "codes": [1, 2, 3, 4], "example_ids": [], "provenance": None},
         {"id": "gen-religion-000000000002", "topic": "religion",
          "text": "From 0 (never) to 10 (always): is it right to fast?", "options": [str(i) for i in range(11)],
-         "codes": list(range(11)), "example_ids": [], "provenance": "{}"},
+         "codes": list(range(11)), "example_ids": [], "provenance": None},
         {"id": "gen-social_values-000000000003", "topic": "social_values", "text": "Are friends important?",
-         "options": ["Yes", "No"], "codes": [1, 2], "example_ids": [], "provenance": "{}"},
+         "options": ["Yes", "No"], "codes": [1, 2], "example_ids": [], "provenance": None},
     ]
     return datasets.Dataset.from_list(rows, features=QUESTION_FEATURES)
 

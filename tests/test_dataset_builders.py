@@ -77,8 +77,10 @@ def _person(name: str) -> dict:
             "secrets": "lost the last one"}
 
 
-def write_clca_run(run: Path, *, empty_rejections: bool = False) -> datasets.DatasetDict:
-    """A run folder shaped like CLCAPipeline.run's output: dataset/ (dialogues, train, rejections) + stats.json."""
+def write_clca_run(run: Path, *, empty_rejections: bool = False, json_text_provenance: bool = False
+                   ) -> datasets.DatasetDict:
+    """A run folder shaped like CLCAPipeline.run's output: dataset/ (dialogues, train, rejections) + stats.json.
+    ``json_text_provenance``: provenance saved as JSON text, as corpora were before it became a struct."""
     verdict = {"verdict": "good", "confidence": "confident", "rationale": "natural"}
     dialogues = [{
         "id": f"d{k}", "scenario_id": f"s{k}", "seed_id": "seed-1", "culture": culture, "social_goal": "negotiation",
@@ -90,11 +92,13 @@ def write_clca_run(run: Path, *, empty_rejections: bool = False) -> datasets.Dat
         "counts": {"malformed": 0, "impersonation": k, "retries": 0},
         "judge": {"quality": verdict, "alignment": {**verdict, "verdict": "aligned"},
                   "meta": {"verdict": "good", "confidence": "not sure", "critique": "fine"}} if k else None,
-        "provenance": json.dumps({"teacher": "tiny"}),
+        "provenance": {"scenario": {"stage": "scenarios", "teacher": "tiny", "attempts": 1},
+                       "roleplay": {"agents": ["tiny", "tiny"], "max_turns": 4}},
     } for k, culture in enumerate(["CHN", "GBR"])]
     train = [{"messages": [{"role": "system", "content": "You are Li Wei."}, {"role": "user", "content": "Hello"},
                            {"role": "assistant", "content": "May I borrow it?"}],
-              "task": task, "culture": "CHN", "id": f"t{k}", "dialogue_id": "d0", "provenance": "{}"}
+              "task": task, "culture": "CHN", "id": f"t{k}", "dialogue_id": "d0",
+              "provenance": {"seed": 0, "participant": k or None}}
              for k, task in enumerate(["dialogue", "intent", "dialogue"])]
     rejections = [] if empty_rejections else [
         make_rejection("s9", "scenarios", "malformed", "GBR", {"raw": ["{"]}),
@@ -104,7 +108,11 @@ def write_clca_run(run: Path, *, empty_rejections: bool = False) -> datasets.Dat
     corpus = datasets.DatasetDict({"dialogues": to_dataset(dialogues, DIALOGUE_FEATURES),
                                    "train": to_dataset(train, TRAIN_FEATURES),
                                    "rejections": to_dataset(rejections, REJECTION_FEATURES)})
-    corpus.save_to_disk(str(run / "dataset"))
+    saved = corpus
+    if json_text_provenance:
+        saved = datasets.DatasetDict({name: _as_json_text_provenance(split) if "provenance" in split.column_names
+                                      else split for name, split in corpus.items()})
+    saved.save_to_disk(str(run / "dataset"))
     stats = {"config": {"max_turns": 4, "seed": 0}, "cultures": ["CHN", "GBR"],
              "models": {"teacher": "teacher-model-x", "agents": ["agent-a", "agent-b"], "judge": "judge-model-y",
                         "annotator": "teacher-model-x"},
@@ -195,6 +203,31 @@ def test_wvs_build_refuses_shares_whose_sum_overflows(tmp_path):
     assert not any((tmp_path / "hub").rglob("*.parquet"))
 
 
+def _as_json_text_provenance(table: datasets.Dataset) -> datasets.Dataset:
+    features = table.features.copy()
+    features["provenance"] = datasets.Value("string")
+    return table.map(lambda row: {"provenance": json.dumps(row["provenance"], sort_keys=True)}, features=features)
+
+
+def test_builder_reads_json_text_provenance_as_the_struct(tmp_path):
+    """A run saved before provenance was a struct (JSON text) builds the same corpus as the struct form."""
+    run = tmp_path / "run"
+    corpus = write_clca_run(run, json_text_provenance=True)
+    assert datasets.load_from_disk(str(run / "dataset"))["train"].features["provenance"] == datasets.Value("string")
+    out = build_corpus("clca_dialogues", run, tmp_path / "hub")
+    for split in ("dialogues", "train"):
+        loaded = datasets.load_dataset(str(out), split, split="train")
+        assert loaded.features == corpus[split].features
+        assert loaded.to_list() == corpus[split].to_list()
+    assert loaded[1]["provenance"] == {"models": None, "seed": 0, "prompt_version": None, "participant": 1}
+    bad = datasets.DatasetDict({"train": corpus["train"].map(
+        lambda row: {"provenance": "{not json"},
+        features=datasets.Features({**corpus["train"].features, "provenance": datasets.Value("string")}))})
+    bad.save_to_disk(str(tmp_path / "bad" / "dataset"))
+    with pytest.raises(ValueError, match=r"train, row 0: provenance is not JSON"):
+        build_corpus("clca_dialogues", tmp_path / "bad", tmp_path / "hub2", configs=["train"])
+
+
 def test_clca_builder_round_trip_card_and_keys(tmp_path):
     run = tmp_path / "run"
     corpus = write_clca_run(run)
@@ -219,7 +252,8 @@ def test_clca_builder_round_trip_card_and_keys(tmp_path):
     assert card.data.task_categories == ["text-generation"] and "culture-align" in card.data.tags
     for model in ("teacher-model-x", "agent-b", "judge-model-y"):
         assert model in card.text  # how it was made, from stats.json
-    for field in ("judge.meta.critique", "turns.intent", "person2.goal", "messages.role", "detail"):
+    for field in ("judge.meta.critique", "turns.intent", "person2.goal", "messages.role", "detail",
+                  "provenance.roleplay.params.temperature", "provenance.judge.drop_rule", "provenance.models.agents"):
         assert f"`{field}`" in card.text
     assert "## Limitations" in card.text
 
@@ -315,7 +349,7 @@ def _example(feature, k: int):
         return {name: _example(sub, k) for name, sub in feature.items()}
     if isinstance(feature, datasets.List):
         return [_example(feature.feature, k)]
-    return {"string": f"v{k}", "int32": k, "float64": 0.25 * k, "bool": k % 2 == 0}[feature.dtype]
+    return {"string": f"v{k}", "int32": k, "int64": k, "float64": 0.25 * k, "bool": k % 2 == 0}[feature.dtype]
 
 
 @pytest.mark.parametrize("name", ["culturespa_qa", "culturellm_augmented"])

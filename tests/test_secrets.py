@@ -168,7 +168,7 @@ def test_pipeline_outputs_hold_no_url_credentials(tmp_path, caplog):
     config = CLCAPipelineConfig(cultures=("GBR",), scenario_file=str(seeds), max_turns=6, show_progress=False)
     corpus = CLCAPipeline(teacher, config=config).run(tmp_path / "out")
     assert len(corpus["dialogues"]) == 1
-    provenance = json.loads(corpus["dialogues"][0]["provenance"])
+    provenance = corpus["dialogues"][0]["provenance"]
     assert provenance["scenario"]["teacher"] == f"{SHOWN_URL}|teacher"
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["models"]["judge"] == f"{SHOWN_URL}|teacher"

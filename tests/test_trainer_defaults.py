@@ -49,6 +49,7 @@ def test_lora_defaults_are_in_the_saved_config_and_survive_a_conversion(tmp_path
     spa = CultureSPAConfig(str(tmp_path / "a"), learning_rate=3e-4, report_to="none")
     assert spa.to_dict()["reference_lora"] == CultureSPAConfig.reference_lora
     assert spa.default_peft_config().r == CultureSPAConfig.reference_lora["r"]
+    assert CultureSPAConfig.default_peft_config().lora_alpha == CultureSPAConfig.reference_lora["lora_alpha"]
     llm = trainer_config("m", spa, CultureLLMConfig, "CultureLLM")
     assert isinstance(llm, CultureLLMConfig) and llm.learning_rate == 3e-4
     assert llm.to_dict()["reference_lora"] == CultureLLMConfig.reference_lora != CultureSPAConfig.reference_lora

@@ -24,6 +24,7 @@ import torch
 
 from ..cultures import get_culture
 from ..prompts.wvs import build_conversation, get_setting
+from ..recipes.provenance import provenance_text
 from ..wvs.data import WVSData
 from .config import PIPELINE_SOURCES, TrainedCondition
 from .gates import check_training_length, first_step_learning_rate_schedule, optimizer_steps
@@ -303,9 +304,15 @@ def condition_optimizer_steps(condition: TrainedCondition, dataset: datasets.Dat
 
 def training_fingerprint(condition: TrainedCondition, dataset: datasets.Dataset, model: str, dtype: str | None,
                          seed: int) -> str:
-    """What an adapter depends on: the condition's recipe, mode, settings, the model, dtype, seed and the records."""
+    """What an adapter depends on: the condition's recipe, mode, settings, the model, dtype, seed and the records.
+
+    A record's ``provenance`` counts as its canonical JSON text (:func:`~culture_align.recipes.provenance.
+    provenance_text`), the form corpora stored before provenance was a struct, so an adapter trained on either
+    form of the same corpus is recognised."""
+    records = [{**r, "provenance": provenance_text(r["provenance"])} if "provenance" in r else r
+               for r in dataset.to_list()]
     spec = {"recipe": condition.recipe, "mode": condition.mode, "training": condition.training,
-            "lora": condition.lora, "model": model, "dtype": dtype, "seed": seed, "records": dataset.to_list()}
+            "lora": condition.lora, "model": model, "dtype": dtype, "seed": seed, "records": records}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -23,6 +23,7 @@ import datasets
 from pydantic import BaseModel, ValidationError
 
 from ..backends.base import Conversation, GenerationBackend, GenerationParams
+from .provenance import params_provenance  # re-exported: the stages record it
 
 __all__ = [
     "InvalidReply",
@@ -206,14 +207,6 @@ def stable_id(*parts: Any) -> str:
     """16 hex digits of sha256 over the canonical JSON of ``parts``: the same inputs give the same id."""
     payload = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def params_provenance(params: GenerationParams) -> dict[str, Any]:
-    """Sampling params as recorded in provenance and ids (without the JSON schema)."""
-    out = params.to_dict()
-    out.pop("json_schema", None)
-    out["stop"] = list(out["stop"])
-    return out
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

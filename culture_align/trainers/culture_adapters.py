@@ -163,9 +163,11 @@ class CultureAdapterConfig(SecretFreePickleMixin, SFTConfig):
             self.assistant_only_loss = False
         super().__post_init__()
 
-    def default_peft_config(self) -> LoraConfig:
-        """The LoRA configuration used when the trainer gets none: `reference_lora` for a causal LM."""
-        return LoraConfig(task_type="CAUSAL_LM", **self.reference_lora)
+    @classmethod
+    def default_peft_config(cls) -> LoraConfig:
+        """The LoRA configuration used when the trainer gets none: `reference_lora` for a causal LM (a classmethod:
+        `CultureSPAConfig.default_peft_config()` shows a recipe's defaults without building a config)."""
+        return LoraConfig(task_type="CAUSAL_LM", **cls.reference_lora)
 
     def to_dict(self) -> dict[str, Any]:
         """TRL's `to_dict()` plus `reference_lora`, the LoRA values used without a `peft_config` (so the logged and

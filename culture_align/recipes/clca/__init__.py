@@ -4,17 +4,20 @@ judged and annotated with intents, turned into training conversations.
 Stages (each a function over ``datasets.Dataset``, usable alone), and the pipeline that chains them with a
 resumable completion cache:
 
-=====================  ===================================  =============================================
+=====================  ===================================  ==========================================================
 stage                  function                             output
-=====================  ===================================  =============================================
+=====================  ===================================  ==========================================================
 seed scenarios         :func:`load_seed_scenarios`          ``SEED_FEATURES``
 scenario adaptation    :func:`adapt_scenarios`              ``SCENARIO_FEATURES`` + rejections
-role-play              :func:`run_roleplay`                 ``DIALOGUE_FEATURES`` + rejections
-judge + drop rule      :func:`judge_dialogues`              ``DIALOGUE_FEATURES`` (judge) + rejections
-intents                :func:`annotate_intents`             ``DIALOGUE_FEATURES`` (intents) + rejections
+role-play              :func:`run_roleplay`                 ``dialogue_features(judged=False, annotated=False)`` + rej.
+judge + drop rule      :func:`judge_dialogues`              ``dialogue_features(annotated=False)``: + ``judge`` + rej.
+intents                :func:`annotate_intents`             ``DIALOGUE_FEATURES``: + each turn's ``intent`` + rej.
 training conversations :func:`build_training_set`           ``TRAIN_FEATURES``
 all of the above       :class:`CLCAPipeline`                ``DatasetDict``: dialogues, train, rejections
-=====================  ===================================  =============================================
+=====================  ===================================  ==========================================================
+
+Each stage adds its own columns and its key of the ``provenance`` struct (:mod:`culture_align.recipes.provenance`);
+none leaves a placeholder for a later one.
 """
 
 from .intents import DEFAULT_INTENT_PARAMS, annotate_intents
@@ -36,6 +39,7 @@ from .schemas import (
     SeedScenario,
     StageResult,
     TurnReply,
+    dialogue_features,
     generate_validated,
     parse_reply,
     stable_id,
@@ -70,6 +74,7 @@ __all__ = [
     "SEED_FEATURES",
     "SCENARIO_FEATURES",
     "DIALOGUE_FEATURES",
+    "dialogue_features",
     "REJECTION_FEATURES",
     "TRAIN_FEATURES",
     "DEFAULT_SCENARIO_PARAMS",

@@ -12,19 +12,18 @@ conversations, but no intent conversation.
 
 from __future__ import annotations
 
-import json
-
 import datasets
 from tqdm.auto import tqdm
 
 from ...backends.base import GenerationBackend, GenerationParams
 from ...culture_profiles import CultureProfile, get_culture_profile
 from ...prompts.clca import PROMPT_VERSION, build_intent_conversation
+from ..provenance import as_provenance
 from .schemas import (
-    DIALOGUE_FEATURES,
     REJECTION_FEATURES,
     IntentAnnotation,
     StageResult,
+    dialogue_features,
     generate_validated,
     make_rejection,
     params_provenance,
@@ -51,7 +50,7 @@ def annotate_intents(
     """Annotate the intent of every turn.
 
     Args:
-        dialogues: Dialogues (:data:`DIALOGUE_FEATURES`).
+        dialogues: Judged dialogues (``dialogue_features(judged=True, annotated=False)``).
         backend: The annotator.
         params: Sampling params (default :data:`DEFAULT_INTENT_PARAMS`).
 
@@ -76,14 +75,15 @@ def annotate_intents(
     base = params_provenance(params)
     rejected = []
     for d, row in enumerate(rows):
-        provenance = json.loads(row["provenance"]) if row.get("provenance") else {}
-        provenance["intents"] = {"model": backend.model_id, "params": base, "prompt_version": prompt_version}
-        row["provenance"] = json.dumps(provenance, sort_keys=True)
+        for turn in row["turns"]:
+            turn.setdefault("intent", None)  # its annotation failed (the dialogue is rejected below)
+        row["provenance"] = {**(as_provenance(row.get("provenance"), f"dialogue {row['id']}") or {}),
+                             "intents": {"model": backend.model_id, "params": base, "prompt_version": prompt_version}}
         if d in failures:
             rejected.append(make_rejection(row["id"], "intents", "intent_invalid", row["culture"],
                                            {"failed_turns": failures[d]}))
     stats = {"turns": len(jobs), "annotated": sum(r.ok for r in replies), "failed": sum(not r.ok for r in replies),
              "dialogues_with_failures": len(failures), "attempts": sum(r.attempts for r in replies),
              "invalid_attempts": sum(len(r.errors) for r in replies)}
-    return StageResult(to_dataset(rows, DIALOGUE_FEATURES),
+    return StageResult(to_dataset(rows, dialogue_features(judged=True, annotated=True)),
                        to_dataset(rejected, REJECTION_FEATURES), stats)

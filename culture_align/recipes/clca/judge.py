@@ -12,7 +12,6 @@ with "very confident" or meta bad with "very confident").
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,13 +27,14 @@ from ...prompts.clca import (
     build_meta_conversation,
     build_quality_conversation,
 )
+from ..provenance import as_provenance
 from .schemas import (
-    DIALOGUE_FEATURES,
     REJECTION_FEATURES,
     AlignmentVerdict,
     MetaVerdict,
     QualityVerdict,
     StageResult,
+    dialogue_features,
     generate_validated,
     make_rejection,
     params_provenance,
@@ -96,7 +96,7 @@ def judge_dialogues(
     """Judge every dialogue and apply the drop rule.
 
     Args:
-        dialogues: Dialogues (:data:`DIALOGUE_FEATURES`).
+        dialogues: Role-played dialogues (``dialogue_features(judged=False, annotated=False)``).
         backend: The judge.
         params: Sampling params (default :data:`DEFAULT_JUDGE_PARAMS`); greedy retries sample at
             ``retry_temperature``.
@@ -142,10 +142,10 @@ def judge_dialogues(
         for name, verdict in judge.items():
             key = f"{verdict['verdict']} ({verdict['confidence']})"
             verdicts[name][key] = verdicts[name].get(key, 0) + 1
-        provenance = json.loads(row["provenance"]) if row.get("provenance") else {}
-        provenance["judge"] = {"model": backend.model_id, "params": base, "prompt_version": prompt_version,
-                               "drop_rule": repr(drop_rule)}
-        record = {**row, "judge": judge, "provenance": json.dumps(provenance, sort_keys=True)}
+        provenance = {**(as_provenance(row.get("provenance"), f"dialogue {row['id']}") or {}),
+                      "judge": {"model": backend.model_id, "params": base, "prompt_version": prompt_version,
+                                "drop_rule": repr(drop_rule)}}
+        record = {**row, "judge": judge, "provenance": provenance}
         reason = drop_rule(record)
         if reason:
             reason = reason if isinstance(reason, str) else "dropped_by_rule"
@@ -158,5 +158,5 @@ def judge_dialogues(
              "attempts": sum(r.attempts for r in (*quality, *alignment, *metas)),
              "invalid_attempts": sum(len(r.errors) for r in (*quality, *alignment, *metas)),
              "verdicts": verdicts}
-    return StageResult(to_dataset(kept, DIALOGUE_FEATURES),
+    return StageResult(to_dataset(kept, dialogue_features(judged=True, annotated=False)),
                        to_dataset(rejected, REJECTION_FEATURES), stats)

@@ -49,7 +49,7 @@ from .intents import DEFAULT_INTENT_PARAMS, annotate_intents
 from .judge import DEFAULT_JUDGE_PARAMS, DropRule, DropRuleLike, judge_dialogues
 from .roleplay import DEFAULT_ROLEPLAY_PARAMS, run_roleplay
 from .scenarios import DEFAULT_SCENARIO_PARAMS, adapt_scenarios, load_seed_scenarios
-from .schemas import StageResult, count_by
+from .schemas import DIALOGUE_FEATURES, StageResult, count_by
 from .training_data import build_training_set
 
 logger = logging.get_logger(__name__)
@@ -237,6 +237,8 @@ class CLCAPipeline:
             "seconds": round(time.perf_counter() - start, 3)}
 
         rejections = datasets.concatenate_datasets([r.rejections for r in results])
+        if final.features != DIALOGUE_FEATURES:  # without intents: the corpus table, its intents None
+            final = final.cast(DIALOGUE_FEATURES)
         corpus = datasets.DatasetDict({"dialogues": final, "train": train, "rejections": rejections})
         stats.update(_summary(seeds, final, train, rejections, dialogues))
         generated = [role.get("generated_tokens") for entry in stats["stages"].values()

@@ -42,8 +42,8 @@ from tqdm.auto import tqdm
 from ...backends.base import GenerationBackend, GenerationParams, GenerationRequest, generate_in_waves
 from ...culture_profiles import CultureProfile, get_culture_profile
 from ...prompts.clca import PROMPT_VERSION, build_roleplay_conversation
+from ..provenance import as_provenance
 from .schemas import (
-    DIALOGUE_FEATURES,
     REJECTION_FEATURES,
     InvalidReply,
     StageResult,
@@ -51,6 +51,7 @@ from .schemas import (
     ValidatedReply,
     attempt_params,
     count_by,
+    dialogue_features,
     json_schema_for,
     make_rejection,
     params_provenance,
@@ -146,7 +147,7 @@ def run_roleplay(
             True); otherwise, or with False, waves of batched calls.
 
     Returns:
-        :class:`StageResult`: ``dataset`` with :data:`DIALOGUE_FEATURES` (``judge`` None, intents None),
+        :class:`StageResult`: ``dataset`` with ``dialogue_features(judged=False, annotated=False)``,
         in scenario order; ``rejections`` with stage ``"roleplay"``; ``stats`` (``scheduling`` is
         ``"continuous"`` or ``"waves"``; ``backend_calls`` counts the batched calls of the waves).
     """
@@ -200,7 +201,7 @@ def run_roleplay(
         s = d.scenario
         dialogue_id = stable_id("clca-dialogue", s["id"], models, base, max_turns, max_attempts, retry_temperature,
                                 prompt_version)
-        provenance = {"scenario": _loads(s.get("provenance")),
+        provenance = {"scenario": as_provenance(s.get("provenance"), f"scenario {s['id']}"),
                       "roleplay": {"agents": models, "params": base, "max_turns": max_turns,
                                    "prompt_version": prompt_version}}
         record = {
@@ -208,7 +209,7 @@ def run_roleplay(
             "culture": s["culture"], "social_goal": s.get("social_goal") or "", "setting": s["setting"],
             "relationship": s["relationship"], "person1": s["person1"], "person2": s["person2"],
             "turns": d.turns, "num_turns": len(d.turns), "end_reason": d.end_reason, "end_detail": d.end_detail,
-            "counts": d.counts, "judge": None, "provenance": json.dumps(provenance, sort_keys=True),
+            "counts": d.counts, "provenance": provenance,
         }
         if len(d.turns) < min_turns:
             rejected.append(make_rejection(dialogue_id, "roleplay", "too_short", s["culture"], {
@@ -226,7 +227,7 @@ def run_roleplay(
         "impersonations": sum(d.counts["impersonation"] for d in dialogues),
         "retries": sum(d.counts["retries"] for d in dialogues),
     }
-    return StageResult(to_dataset(kept, DIALOGUE_FEATURES),
+    return StageResult(to_dataset(kept, dialogue_features(judged=False, annotated=False)),
                        to_dataset(rejected, REJECTION_FEATURES), stats)
 
 
@@ -256,14 +257,7 @@ def _advance(d: _Dialogue, participant: int, reply) -> None:
         return
     speaker = d.scenario[f"person{participant}"]["name"]
     d.turns.append({"participant": participant, "speaker": speaker, "action": reply.value.action,
-                    "text": reply.value.output, "intent": None})
+                    "text": reply.value.output})
     if reply.value.action == "leave":
         d.end_reason = "leave"
-
-
-def _loads(text: str | None) -> Any:
-    try:
-        return json.loads(text) if text else None
-    except json.JSONDecodeError:
-        return text
 

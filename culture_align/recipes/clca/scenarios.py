@@ -10,7 +10,6 @@ Steps:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from importlib import resources
@@ -155,7 +154,7 @@ def adapt_scenarios(
                       "prompt_version": prompt_version, "attempts": reply.attempts}
         kept.append({"id": scenario_id, "seed_id": seed["id"], "culture": iso3, "social_goal": seed["social_goal"],
                      **{k: adapted[k] for k in ("setting", "relationship", "person1", "person2")},
-                     "provenance": json.dumps(provenance, sort_keys=True)})
+                     "provenance": provenance})
     stats = {"requested": len(jobs), "adapted": len(kept), "rejected": len(rejected),
              "retried": sum(r.attempts > 1 for r in replies), "attempts": sum(r.attempts for r in replies),
              "invalid_attempts": sum(len(r.errors) for r in replies)}

@@ -13,6 +13,7 @@ import datasets
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Parsing, validated generation, ids and stage results are shared by every recipe (re-exported here).
+from ..provenance import PARAMS_FEATURES
 from ..stages import (
     InvalidReply,
     StageResult,
@@ -57,6 +58,12 @@ __all__ = [
     "TURN_FEATURES",
     "JUDGE_FEATURES",
     "DIALOGUE_FEATURES",
+    "dialogue_features",
+    "SCENARIO_PROVENANCE",
+    "ROLEPLAY_PROVENANCE",
+    "JUDGE_PROVENANCE",
+    "INTENTS_PROVENANCE",
+    "TRAIN_PROVENANCE",
     "REJECTION_FEATURES",
     "TRAIN_FEATURES",
 ]
@@ -235,37 +242,69 @@ SEED_FEATURES = datasets.Features({
 })
 """Seed scenarios, as read from the seed file."""
 
+_I64 = datasets.Value("int64")
+
+SCENARIO_PROVENANCE = {"stage": _S, "teacher": _S, "params": PARAMS_FEATURES, "prompt_version": _S,
+                       "attempts": _I64}
+"""How a scenario was adapted: ``stage`` (``"scenarios"``), the ``teacher`` model, its sampling ``params``, the
+prompt version and the ``attempts`` the valid answer took."""
+
+ROLEPLAY_PROVENANCE = {"agents": datasets.List(_S), "params": PARAMS_FEATURES, "max_turns": _I64,
+                       "prompt_version": _S}
+JUDGE_PROVENANCE = {"model": _S, "params": PARAMS_FEATURES, "prompt_version": _S, "drop_rule": _S}
+INTENTS_PROVENANCE = {"model": _S, "params": PARAMS_FEATURES, "prompt_version": _S}
+
 SCENARIO_FEATURES = datasets.Features({
     "id": _S, "seed_id": _S, "culture": _S, "social_goal": _S, "setting": _S, "relationship": _S,
-    "person1": PERSON_FEATURES, "person2": PERSON_FEATURES, "provenance": _S,
+    "person1": PERSON_FEATURES, "person2": PERSON_FEATURES, "provenance": SCENARIO_PROVENANCE,
 })
-"""Scenarios adapted to a culture. ``provenance`` is JSON text (teacher model, params, prompt version)."""
+"""Scenarios adapted to a culture; ``provenance``: :data:`SCENARIO_PROVENANCE`."""
 
 TURN_FEATURES = {"participant": _I, "speaker": _S, "action": _S, "text": _S, "intent": _S}
-"""A turn: ``participant`` 1 or 2, ``speaker`` (name), ``action``, ``text``, ``intent`` (None until annotated)."""
+"""A turn: ``participant`` 1 or 2, ``speaker`` (name), ``action``, ``text``, ``intent`` (the annotator's; the
+field exists from the intents stage on, None where that turn's annotation failed or intents were not made)."""
 
 _VERDICT = {"verdict": _S, "confidence": _S, "rationale": _S}
 JUDGE_FEATURES = {"quality": _VERDICT, "alignment": _VERDICT,
                   "meta": {"verdict": _S, "confidence": _S, "critique": _S}}
 
-DIALOGUE_FEATURES = datasets.Features({
-    "id": _S, "scenario_id": _S, "seed_id": _S, "culture": _S, "social_goal": _S, "setting": _S,
-    "relationship": _S, "person1": PERSON_FEATURES, "person2": PERSON_FEATURES,
-    "turns": datasets.List(TURN_FEATURES), "num_turns": _I, "end_reason": _S, "end_detail": _S,
-    "counts": {"malformed": _I, "impersonation": _I, "retries": _I},
-    "judge": JUDGE_FEATURES, "provenance": _S,
-})
-"""Dialogues. ``end_reason``: ``leave`` | ``max_turns`` | ``malformed`` | ``impersonation``; ``end_detail``:
-the error of the failed turn (empty otherwise); ``counts``: failed turn attempts (malformed), impersonations
-detected (cleaned or failed), retries; ``judge`` is None until judged; ``provenance`` JSON text."""
+
+def dialogue_features(*, judged: bool = True, annotated: bool = True) -> datasets.Features:
+    """The dialogue table after the role-play stage, the judge (``judged``) and the intents (``annotated``):
+    each stage adds its columns (``judge``), fields (a turn's ``intent``) and provenance key, so no stage leaves
+    a placeholder for a later one to fill. ``provenance`` holds ``scenario`` (:data:`SCENARIO_PROVENANCE`, None
+    for scenarios without one), ``roleplay`` and, once they ran, ``judge`` and ``intents``."""
+    turn = {k: v for k, v in TURN_FEATURES.items() if annotated or k != "intent"}
+    provenance = {"scenario": SCENARIO_PROVENANCE, "roleplay": ROLEPLAY_PROVENANCE,
+                  **({"judge": JUDGE_PROVENANCE} if judged else {}),
+                  **({"intents": INTENTS_PROVENANCE} if annotated else {})}
+    return datasets.Features({
+        "id": _S, "scenario_id": _S, "seed_id": _S, "culture": _S, "social_goal": _S, "setting": _S,
+        "relationship": _S, "person1": PERSON_FEATURES, "person2": PERSON_FEATURES,
+        "turns": datasets.List(turn), "num_turns": _I, "end_reason": _S, "end_detail": _S,
+        "counts": {"malformed": _I, "impersonation": _I, "retries": _I},
+        **({"judge": JUDGE_FEATURES} if judged else {}), "provenance": provenance,
+    })
+
+
+DIALOGUE_FEATURES = dialogue_features()
+"""Dialogues as the corpus holds them (judged, with intents; see :func:`dialogue_features`). ``end_reason``:
+``leave`` | ``max_turns`` | ``malformed`` | ``impersonation``; ``end_detail``: the error of the failed turn (empty
+otherwise); ``counts``: failed turn attempts (malformed), impersonations detected (cleaned or failed), retries. A
+run without intents saves its turns' ``intent`` and ``provenance.intents`` as None."""
 
 REJECTION_FEATURES = datasets.Features({"id": _S, "stage": _S, "reason": _S, "culture": _S, "detail": _S})
 """Everything dropped, from every stage: the dropped record's ``id``, ``stage`` (``scenarios`` |
 ``roleplay`` | ``judge`` | ``intents``), a short ``reason``, ``culture``, ``detail`` (JSON text: errors, raw
 answers, verdicts)."""
 
+TRAIN_PROVENANCE = {"models": {"teacher": _S, "agents": datasets.List(_S), "judge": _S, "annotator": _S},
+                    "seed": _I64, "prompt_version": _S, "participant": _I64}
+"""A training conversation's provenance: the ``models`` of every stage, the role-play ``seed``, the prompt version
+and the ``participant`` it plays (None for an intent conversation)."""
+
 TRAIN_FEATURES = datasets.Features({
     "messages": datasets.List({"role": _S, "content": _S}), "task": _S, "culture": _S, "id": _S,
-    "dialogue_id": _S, "provenance": _S,
+    "dialogue_id": _S, "provenance": TRAIN_PROVENANCE,
 })
-"""Training conversations: ``task`` is ``dialogue`` or ``intent``; ``provenance`` JSON text."""
+"""Training conversations: ``task`` is ``dialogue`` or ``intent``; ``provenance``: :data:`TRAIN_PROVENANCE`."""

@@ -18,7 +18,6 @@ and an assistant message ``"Intent: ..."``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +33,7 @@ from ...prompts.clca import (
     render_turn_for_training,
     training_opening,
 )
+from ..provenance import as_provenance, provenance_text
 from .schemas import TRAIN_FEATURES, stable_id, to_dataset
 
 __all__ = ["dialogue_conversation", "intent_conversation", "build_training_set"]
@@ -70,9 +70,10 @@ def intent_conversation(dialogue: Mapping[str, Any], profile: CultureProfile) ->
     return messages
 
 
-def _summary(provenance_text: str | None, prompt_version: str) -> dict[str, Any]:
-    """Provenance of a training row: the models of every stage, the seed and the prompt version."""
-    p = json.loads(provenance_text) if provenance_text else {}
+def _summary(provenance: dict[str, Any] | None, prompt_version: str) -> dict[str, Any]:
+    """Provenance of a training row (:data:`TRAIN_PROVENANCE` but ``participant``): the models of every stage, the
+    seed and the prompt version."""
+    p = provenance or {}
     scenario, roleplay = p.get("scenario") or {}, p.get("roleplay") or {}
     return {
         "models": {"teacher": scenario.get("teacher"), "agents": roleplay.get("agents"),
@@ -96,7 +97,8 @@ def build_training_set(
     rows = []
     for dialogue in dialogues:
         profile = get_culture_profile(dialogue["culture"], profiles)
-        provenance = _summary(dialogue.get("provenance"), prompt_version)
+        dialogue_provenance = as_provenance(dialogue.get("provenance"), f"dialogue {dialogue['id']}")
+        provenance = _summary(dialogue_provenance, prompt_version)
         items: list[tuple[str, int, list[dict[str, str]] | None]] = [
             ("dialogue", p, dialogue_conversation(dialogue, p, profile)) for p in (1, 2)]
         if include_intents:
@@ -106,9 +108,9 @@ def build_training_set(
                 continue
             rows.append({
                 "messages": messages, "task": task, "culture": dialogue["culture"],
-                "id": stable_id("clca-train", dialogue["id"], dialogue.get("provenance"), task, participant,
-                                prompt_version),
+                "id": stable_id("clca-train", dialogue["id"], provenance_text(dialogue_provenance), task,
+                                participant, prompt_version),
                 "dialogue_id": dialogue["id"],
-                "provenance": json.dumps({**provenance, "participant": participant or None}, sort_keys=True),
+                "provenance": {**provenance, "participant": participant or None},
             })
     return to_dataset(rows, TRAIN_FEATURES)

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from ...backends.base import GenerationBackend, GenerationParams
 from ...prompts.culturellm import PROMPT_VERSION, build_paraphrase_conversation, build_synonym_conversation
+from ..provenance import PARAMS_FEATURES
 from ..stages import (
     InvalidReply,
     StageResult,
@@ -58,6 +59,7 @@ __all__ = [
     "DEFAULT_PARAPHRASE_PARAMS",
     "DEFAULT_SYNONYM_PARAMS",
     "AUGMENTED_FEATURES",
+    "AUGMENT_PROVENANCE",
     "AUGMENT_REJECTION_FEATURES",
     "SynonymReply",
     "paraphrase_reply_model",
@@ -74,14 +76,19 @@ DEFAULT_SYNONYM_PARAMS = GenerationParams(temperature=0.0, max_new_tokens=320)
 
 _S, _F = datasets.Value("string"), datasets.Value("float64")
 
+AUGMENT_PROVENANCE = {"teacher": _S, "prompt_version": _S, "params": PARAMS_FEATURES,
+                      "round": datasets.Value("int64")}
+"""How an augmented sample was made: the ``teacher`` model, the prompt version, the sampling ``params`` and, for a
+rewrite, the retry ``round`` it was kept in (None for a lexical variant)."""
+
 AUGMENTED_FEATURES = datasets.Features({
     "id": _S, "seed_id": _S, "step": _S, "text": _S, "similarity": _F, "source_id": _S,
-    "substitutions": datasets.List({"word": _S, "synonym": _S}), "provenance": _S,
+    "substitutions": datasets.List({"word": _S, "synonym": _S}), "provenance": AUGMENT_PROVENANCE,
 })
 """Kept augmented samples: ``step`` is ``paraphrase`` or ``lexical``; ``similarity`` is the cosine
 similarity to the seed's text; ``source_id`` the text it was made from (the seed id for a rewrite, the seed or
 rewrite id for a lexical variant); ``substitutions`` the (word, synonym) pairs of a lexical variant;
-``provenance`` JSON text (teacher, params, round, prompt version)."""
+``provenance``: :data:`AUGMENT_PROVENANCE`."""
 
 AUGMENT_REJECTION_FEATURES = datasets.Features({
     "id": _S, "seed_id": _S, "step": _S, "text": _S, "similarity": _F, "reason": _S, "detail": _S,
@@ -168,7 +175,7 @@ def _summary(values: Sequence[float]) -> dict[str, float | int | None]:
 
 
 def _augmented_row(seed_id: str, step: str, text: str, similarity: float, source_id: str,
-                   substitutions: list[dict[str, str]], provenance: str) -> dict[str, Any]:
+                   substitutions: list[dict[str, str]], provenance: dict[str, Any]) -> dict[str, Any]:
     """A kept sample (:data:`AUGMENTED_FEATURES`), its id hashing (seed, step, text)."""
     return {"id": _aug_id(seed_id, step, text), "seed_id": seed_id, "step": step, "text": text,
             "similarity": similarity, "source_id": source_id, "substitutions": substitutions,
@@ -281,8 +288,7 @@ def paraphrase_seeds(
             seed_id = rows[i]["id"]
             provenance = {**provenance_base, "round": c.round,
                           "params": params_provenance(attempt_params(params, c.round, retry_temperature))}
-            out.append(_augmented_row(seed_id, "paraphrase", c.text, c.similarity, seed_id, [],
-                                      json.dumps(provenance, sort_keys=True)))
+            out.append(_augmented_row(seed_id, "paraphrase", c.text, c.similarity, seed_id, [], provenance))
     stats = {
         "seeds": len(rows), "rounds": len(requests_per_round), "requests_per_round": requests_per_round,
         "requests": sum(requests_per_round), "valid_replies": replies, "malformed_replies": malformed,
@@ -387,8 +393,8 @@ def lexical_variants(
             fresh.append(_Candidate(i, text, base_id, substitutions=tuple(plan)))
     similarities = embedder.pairwise([seed_rows[c.seed]["text"] for c in fresh], [c.text for c in fresh])
     out = []
-    provenance = json.dumps({"teacher": backend.model_id, "prompt_version": prompt_version,
-                             "params": params_provenance(params)}, sort_keys=True)
+    provenance = {"teacher": backend.model_id, "prompt_version": prompt_version, "params": params_provenance(params),
+                  "round": None}
     for c, s in sorted(zip(fresh, similarities), key=lambda cs: (cs[0].seed, -float(cs[1]), cs[0].text)):
         seed_id = seed_rows[c.seed]["id"]
         c.similarity = float(s)

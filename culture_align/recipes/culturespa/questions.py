@@ -414,7 +414,7 @@ def generate_questions(
             kept[cand.topic].append({
                 "id": generated_question_id(cand.topic, cand.text), "topic": cand.topic, "text": cand.text,
                 "options": cand.options, "codes": cand.codes, "example_ids": cand.example_ids,
-                "provenance": json.dumps(provenance, sort_keys=True)})
+                "provenance": provenance})
             bar.update(1)
         rounds += 1
     bar.close()

@@ -13,6 +13,7 @@ import datasets
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ...wvs.questions import SurveyQuestion
+from ..provenance import PARAMS_FEATURES
 from ..stages import StageResult, count_by, parse_reply, stable_id, to_dataset
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "MIN_OPTIONS",
     "MAX_OPTIONS",
     "QUESTION_FEATURES",
+    "QUESTION_PROVENANCE",
     "ANSWER_FEATURES",
     "TRAIN_FEATURES",
     "REJECTION_FEATURES",
@@ -77,13 +79,18 @@ _S = datasets.Value("string")
 _I = datasets.Value("int32")
 _F = datasets.Value("float64")
 
+QUESTION_PROVENANCE = {"stage": _S, "model": _S, "params": PARAMS_FEATURES, "round": datasets.Value("int64"),
+                       "prompt_version": _S}
+"""How a question was generated: ``stage`` (``"questions"``), the ``model``, its sampling ``params`` (the round's
+seed), the generation ``round`` and the prompt version."""
+
 QUESTION_FEATURES = datasets.Features({
     "id": _S, "topic": _S, "text": _S, "options": datasets.List(_S), "codes": datasets.List(_I),
-    "example_ids": datasets.List(_S), "provenance": _S,
+    "example_ids": datasets.List(_S), "provenance": QUESTION_PROVENANCE,
 })
 """Kept generated questions. ``id`` is ``gen-<topic>-<hash>``; ``codes`` are 1..n (a pure-number scale keeps
 its own numbers, e.g. 0..10); ``example_ids`` are the ids shown in the generating prompt (WVS qids for seeds);
-``provenance`` is JSON text (model, params, round, prompt version)."""
+``provenance``: :data:`QUESTION_PROVENANCE`."""
 
 ANSWER_FEATURES = datasets.Features({
     "id": _S, "question_id": _S, "topic": _S, "culture": _S, "codes": datasets.List(_I),
