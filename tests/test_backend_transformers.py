@@ -471,6 +471,26 @@ def test_preallocated_cache_selects_rows_and_grows_as_one_buffer():
     assert torch.equal(cache.layers[1].keys[:, :, 3:], new) and torch.equal(cache.layers[0].values[:, :, 3:], -new)
 
 
+def test_a_dropped_batch_cache_frees_its_buffer_at_once():
+    """No reference cycle between the cache and its layers: a finished batch's buffer is freed when the batch is
+    dropped, not when the cyclic garbage collector runs (with the cycle, a sampling run of 257 prompts x 10 samples
+    held 11-13 GB of old buffers at its peak instead of about 4)."""
+    import gc
+    import weakref
+
+    from culture_align.backends.kv_cache import PreallocatedKVCache
+
+    cache = PreallocatedKVCache(torch.zeros(2, 2, 3, 1, 4, 2), length=2)
+    cache.layers[0].update(torch.ones(3, 1, 3, 2), torch.ones(3, 1, 3, 2))  # grows: a new buffer
+    buffer = weakref.ref(cache.buffer)
+    gc.disable()
+    try:
+        del cache
+        assert buffer() is None
+    finally:
+        gc.enable()
+
+
 def test_a_model_in_training_scores_and_generates_in_eval_mode_and_keeps_its_mode(tiny_model_and_tokenizer):
     """No dropout while scoring or sampling, and a model being trained (evaluated from a callback) stays in training
     mode afterwards."""

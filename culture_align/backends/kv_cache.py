@@ -19,6 +19,7 @@ head_dim]``.
 from __future__ import annotations
 
 import heapq
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -206,10 +207,21 @@ class _PreallocatedLayer(DynamicLayer):
 
     def __init__(self, owner: PreallocatedKVCache, index: int, length: int) -> None:
         super().__init__()
-        self.owner, self.index = owner, index
+        # A weak reference: the cache holds its layers, so a strong one back would make a reference cycle, and a
+        # finished batch's buffer (hundreds of MB) would wait for the cyclic garbage collector instead of being
+        # freed when the batch is dropped.
+        self._owner = weakref.ref(owner)
+        self.index = index
         self.device = owner.buffer.device
         self.is_initialized = True
         self._set_length(length)
+
+    @property
+    def owner(self) -> PreallocatedKVCache:
+        owner = self._owner()
+        if owner is None:  # pragma: no cover - a layer outliving its cache is a bug
+            raise RuntimeError("the PreallocatedKVCache of this layer is gone")
+        return owner
 
     def _set_length(self, length: int) -> None:
         self.length = length
