@@ -231,11 +231,11 @@ def _plain_value(value: Any) -> Any:
 def split_commas(value: Any) -> Any:
     """A comma-separated string (from a CLI flag or a YAML scalar), or a list of such strings (``--cultures GBR,CHN
     JPN``), as a tuple of the stripped, non-empty parts: ``"GBR, CHN"`` -> ``("GBR", "CHN")``. Any other value is
-    returned as it is."""
+    returned as it is; in a list, items that are not strings (a prompt template) are kept as they are."""
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
-        return tuple(part for v in value for part in split_commas(v))
+    if isinstance(value, (list, tuple)) and value and any(isinstance(v, str) for v in value):
+        return tuple(part for v in value for part in (split_commas(v) if isinstance(v, str) else (v,)))
     return value
 
 

@@ -35,7 +35,7 @@ from trl import TrlParser
 from ..config_values import dataclass_from_dict, replace_from_dict
 
 __all__ = ["CommandParser", "parse_command", "read_config_file", "dataclass_from_dict", "hold_out_split",
-           "load_training_dataset"]
+           "load_training_dataset", "split_list"]
 
 SECTION_NAMES = ("generate", "train", "eval")
 """Top-level keys of the sectioned configs of culture-align < 0.2, refused with a message saying what to do."""
@@ -100,6 +100,17 @@ def _json_or_text(text: str) -> Any:
         except ValueError as err:
             raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
     return text
+
+
+def split_list(values: str | Sequence[Any] | None) -> list[Any] | None:
+    """A list option's values (a string, or items) with comma-separated strings split (``["USA,CHN", "DEU"]`` ->
+    ``["USA", "CHN", "DEU"]``; the pipelines' :func:`~culture_align.recipes.stages.split_commas`, as a list); other
+    items (a prompt template) kept; None stays None."""
+    from ..recipes.stages import split_commas
+
+    if values is None:
+        return None
+    return list(split_commas([values] if isinstance(values, str) else list(values)))
 
 
 def _field_default(field: dataclasses.Field) -> Any:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..embedded_models import DEFAULT_MODEL
-from .config import parse_command
-from .evaluation import MODEL_HELP, HumanDataArguments, split_list
+from .config import parse_command, split_list
+from .evaluation import MODEL_HELP, HumanDataArguments
 
 __all__ = ["demo_main", "merge_shards_main", "parse_demo_args", "DemoArguments", "MergeShardsArguments"]
 

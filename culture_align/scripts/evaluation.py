@@ -25,10 +25,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from ..embedded_models import DEFAULT_MODEL
-from .config import parse_command
+from .config import parse_command, split_list
 
 __all__ = ["eval_main", "eval_tasks_main", "parse_eval_args", "parse_eval_tasks_args", "EvalArguments",
            "EvalTasksArguments", "HumanDataArguments", "split_list", "item_list"]
@@ -36,16 +36,6 @@ __all__ = ["eval_main", "eval_tasks_main", "parse_eval_args", "parse_eval_tasks_
 Dtype = Literal["float32", "bfloat16", "float16"]
 MODEL_HELP = "The model: a Hub id, a local folder or an embedded alias."
 DTYPE_HELP = "Weights dtype (default: bfloat16 on GPU, float32 on CPU)."
-
-
-def split_list(values: str | Sequence[Any] | None) -> list[Any] | None:
-    """A list option's values (a string, or items), comma-separated strings split: ``["USA,CHN", "DEU"]`` ->
-    ``["USA", "CHN", "DEU"]``; other items (a prompt template) kept; None stays None."""
-    if values is None:
-        return None
-    values = [values] if isinstance(values, str) else list(values)
-    return [part.strip() for v in values for part in (v.split(",") if isinstance(v, str) else [v])
-            if not isinstance(part, str) or part.strip()]
 
 
 def item_list(values: str | Sequence[str] | None) -> list[str] | None:

@@ -37,7 +37,7 @@ class ExperimentArguments:
 
 def parse_experiment_args(argv: Sequence[str] | None) -> ExperimentArguments:
     """``experiment``'s options (``--config`` is the experiment YAML), condition names split at commas."""
-    from .evaluation import split_list
+    from .config import split_list
 
     (args,) = parse_command((ExperimentArguments,), argv, prog="culture-align experiment", description=__doc__,
                             config_file=False)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..builders import BUILDER_NAMES
-from .config import parse_command
+from .config import parse_command, split_list
 
 __all__ = ["build_dataset_main", "push_main", "parse_push_args", "BuildArguments", "BuildOutputArguments",
            "PushDatasetArguments", "PushAdapterArguments", "PushMetricArguments", "PushOptions"]
@@ -107,12 +107,6 @@ class PushMetricArguments:
     repo_id: str = field(metadata={"positional": True, "help": "Space repo, e.g. me/wvs_alignment."})
 
 
-def _split(values: Sequence[str] | None) -> list[str] | None:
-    from .evaluation import split_list
-
-    return split_list(values)
-
-
 def _build(args: BuildArguments, out: str | Path) -> Path:
     from ..builders import build_corpus
 
@@ -121,7 +115,7 @@ def _build(args: BuildArguments, out: str | Path) -> Path:
     wrong = sorted(set(extra) - allowed.get(args.builder, set()))
     if wrong:
         raise ValueError(f"--{' --'.join(wrong)} do(es) not apply to the {args.builder} builder")
-    return build_corpus(args.builder, args.source, out, configs=_split(args.configs), overwrite=args.overwrite,
+    return build_corpus(args.builder, args.source, out, configs=split_list(args.configs), overwrite=args.overwrite,
                         **extra)
 
 
